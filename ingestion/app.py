@@ -1,0 +1,322 @@
+"""``IncrementalIngestion``: the registry of providers, its store and its Celery app."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_ready
+
+from ingestion.engine import BurstReport, Engine, ProgressCallback, Registered
+from ingestion.provider import IncrementalEntityProvider, ProviderConfigError, ProviderOptions
+from ingestion.settings import Settings, celery_config, prepare_broker
+from ingestion.store import Doorbell, ErrorKind, Store
+from ingestion.tasks import BURST, RECONCILE, register_tasks
+
+log = logging.getLogger("ingestion")
+
+
+@dataclass(frozen=True)
+class CatalogEntity:
+    """One entity of the catalog as stored."""
+
+    ref: str
+    provider: str
+    location_key: str | None
+    entity: dict[str, Any]
+    hash: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CatalogEntity:
+        return cls(
+            ref=row["ref"],
+            provider=row["provider"],
+            location_key=row["location_key"],
+            entity=row["entity"],
+            hash=row["hash"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+class Catalog:
+    """Read access to the catalog of current entities."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, ref: str) -> CatalogEntity | None:
+        """The entity ``kind:namespace/name`` (case does not matter), or ``None``."""
+        row = self._store.entity(ref)
+        return None if row is None else CatalogEntity.from_row(row)
+
+    def pages(
+        self, provider: str | None = None, *, page_size: int = 500, kind: str | None = None
+    ) -> Iterator[list[CatalogEntity]]:
+        """Entities in ref order, ``page_size`` at a time: memory stays flat."""
+        after: str | None = None
+        while True:
+            rows = self._store.entities_page(
+                provider=provider, kind=kind, after=after, limit=page_size
+            )
+            if not rows:
+                return
+            yield [CatalogEntity.from_row(r) for r in rows]
+            after = rows[-1]["ref"]
+
+    def iter(
+        self, provider: str | None = None, *, page_size: int = 500, kind: str | None = None
+    ) -> Iterator[CatalogEntity]:
+        """Every entity (of one provider, or of one kind), read a page at a time."""
+        for page in self.pages(provider, page_size=page_size, kind=kind):
+            yield from page
+
+    def refs(self, provider: str | None = None) -> Iterator[str]:
+        for entity in self.iter(provider):
+            yield entity.ref
+
+    def count(self, provider: str | None = None) -> int:
+        return self._store.count_entities(provider)
+
+
+class IncrementalIngestion:
+    """Providers, the state and catalog database, and the Celery app that runs their bursts.
+
+    ``database_url`` and ``broker_url`` override ``INGESTION_DATABASE_URL`` and
+    ``CELERY_BROKER_URL``; any other setting may be given as a :class:`Settings`.
+    """
+
+    def __init__(
+        self,
+        *,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        settings: Settings | None = None,
+        app_name: str = "ingestion",
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        if broker_url is not None:
+            overrides["broker_url"] = broker_url
+        base = settings or Settings()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.providers: dict[str, Registered] = {}
+        self._store: Store | None = None
+        self._engine: Engine | None = None
+        self.observers: list[ProgressCallback] = []
+        self.celery_app = Celery(app_name)
+        self.celery_app.config_from_object(celery_config(self.settings))
+        self.tasks = register_tasks(self.celery_app, self)
+        self._connect_signals()
+        self._broker_ready = False
+
+    # -- registry -------------------------------------------------------------------------
+
+    def add_provider(self, provider: IncrementalEntityProvider[Any, Any], **options: Any) -> None:
+        """Register ``provider`` with its engine options.
+
+        Options: ``burst_length``, ``burst_interval``, ``rest_length`` (timedelta or seconds),
+        ``backoff`` (a list of them), ``reject_removals_above_percentage`` (0-100) and
+        ``reject_empty_source_collections``. A provider's first cycle begins by itself once a
+        worker runs.
+        """
+        if not isinstance(provider, IncrementalEntityProvider):
+            raise ProviderConfigError(
+                f"add_provider expects an IncrementalEntityProvider, got {type(provider).__name__}"
+            )
+        name = provider.get_provider_name()
+        if not isinstance(name, str) or not name.strip():
+            raise ProviderConfigError(
+                f"provider {type(provider).__name__}: get_provider_name() must return a "
+                f"non-empty string, got {name!r}"
+            )
+        if len(name) > 255:
+            raise ProviderConfigError(
+                f"provider {name[:40]!r}...: a name has 255 characters at most"
+            )
+        if name in self.providers:
+            raise ProviderConfigError(f"provider {name!r}: a provider of that name is registered")
+        self.providers[name] = Registered(provider, ProviderOptions.build(name, options))
+
+    def registered(self, name: str) -> Registered:
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise KeyError(f"no provider named {name!r} is registered (known: {known})") from None
+
+    # -- parts ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.database_url)
+        return self._store
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(
+                self.store,
+                self.providers,
+                page_timeout=self.settings.page_timeout,
+                time_limit_grace=self.settings.time_limit_grace,
+            )
+        return self._engine
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(self.store)
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (Alembic)."""
+        self.store.migrate()
+
+    def errors(
+        self, provider: str, *, limit: int = 100, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The provider's error records, newest first."""
+        kinds = [ErrorKind(kind)] if kind else None
+        return self.store.errors(provider, limit=limit, kinds=kinds)
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def ring(self, doorbell: Doorbell) -> bool:
+        """Announce a recorded step to the workers; a far one is left to the reconciler."""
+        if doorbell.countdown > self.settings.max_countdown:
+            return False
+        if not self._broker_ready:
+            prepare_broker(self.settings)
+            self._broker_ready = True
+        name = doorbell.provider
+        soft, hard = self.engine.time_limits(name) if name in self.providers else (None, None)
+        try:
+            self.tasks[BURST].apply_async(
+                kwargs={
+                    "provider": name,
+                    "ticket": doorbell.ticket,
+                    "cycle": doorbell.cycle_id,
+                    "burst": doorbell.burst,
+                },
+                countdown=doorbell.countdown,
+                shadow=f"{BURST}[{name}]",
+                soft_time_limit=soft,
+                time_limit=hard,
+                queue=self.settings.queue,
+            )
+        except Exception:
+            # The step is in the database: the reconciler announces it when the broker is back.
+            log.exception("could not send the next step of %s; the reconciler will", name)
+            return False
+        return True
+
+    def reconcile(self) -> list[Doorbell]:
+        """Register new providers and announce every due step that no worker holds."""
+        self.store.ensure_providers(self.providers)
+        due = self.store.due_steps(resend_after=timedelta(seconds=self.settings.resend_after))
+        for doorbell in due:
+            log.info(
+                "reconciler: announcing %s ticket %s (%s)",
+                doorbell.provider,
+                doorbell.ticket,
+                doorbell.action.value,
+            )
+            self.ring(doorbell)
+        return due
+
+    def trigger(self, name: str) -> Doorbell:
+        """Run the provider's pending step now."""
+        self.registered(name)
+        doorbell = self.store.trigger(name)
+        self.ring(doorbell)
+        return doorbell
+
+    def start(self, name: str) -> Doorbell:
+        """End the rest or cancel the open cycle, and begin a new cycle now."""
+        self.registered(name)
+        doorbell = self.store.start(name)
+        self.ring(doorbell)
+        return doorbell
+
+    def cancel(self, name: str) -> Doorbell:
+        """Cancel the open cycle (no sweep); the provider rests until started."""
+        doorbell = self.store.cancel(name, self.registered(name).options)
+        self.ring(doorbell)
+        return doorbell
+
+    def reset(self, name: str) -> Doorbell:
+        """Purge the provider's ingestion records and begin afresh; entities stay."""
+        self.registered(name)
+        doorbell = self.store.reset(name)
+        self.ring(doorbell)
+        return doorbell
+
+    def observe(self, report: BurstReport) -> None:
+        for observer in self.observers:
+            observer(report)
+
+    # -- in the foreground ----------------------------------------------------------------
+
+    def run_cycle(
+        self, name: str, *, progress: ProgressCallback | None = None, max_bursts: int = 100_000
+    ) -> list[BurstReport]:
+        """Run one whole cycle of ``name`` in this process, waiting out intervals and backoffs.
+
+        For development and demos: no broker and no worker are involved. Returns the reports
+        of its bursts; the last one is ``done``, or the cycle was cancelled.
+        """
+        self.registered(name)
+        self.store.ensure_providers([name])
+        doorbell = self.store.start(name)
+        cycle_id: int | None = None
+        owner = f"foreground/{os.getpid()}"
+        reports: list[BurstReport] = []
+        for _ in range(max_bursts):
+            time.sleep(doorbell.countdown)
+            report = self.engine.run_step(name, doorbell.ticket, owner, progress)
+            reports.append(report)
+            self.observe(report)
+            cycle_id = cycle_id or report.cycle_id
+            if report.outcome == "done" or report.next is None:
+                break
+            if report.next.cycle_id != cycle_id:
+                break  # the cycle was cancelled after its last backoff step
+            doorbell = report.next
+        return reports
+
+    # -- worker wiring --------------------------------------------------------------------
+
+    def _connect_signals(self) -> None:
+        def ours(sender: Any) -> bool:
+            app = getattr(sender, "app", None)
+            return app is self.celery_app
+
+        def on_worker_init(sender: Any = None, **_: Any) -> None:
+            if not ours(sender):
+                return
+            prepare_broker(self.settings)
+            if self.settings.auto_migrate:
+                self.migrate()
+            if self._store is not None:
+                self._store.dispose()  # no connection crosses the fork into the pool
+
+        def on_process_init(**_: Any) -> None:
+            if self._store is not None:
+                self._store.engine.dispose(close=False)
+
+        def on_worker_ready(sender: Any = None, **_: Any) -> None:
+            if ours(sender):
+                self.tasks[RECONCILE].apply_async(queue=self.settings.queue)
+
+        worker_init.connect(on_worker_init, weak=False)
+        worker_process_init.connect(on_process_init, weak=False)
+        worker_ready.connect(on_worker_ready, weak=False)

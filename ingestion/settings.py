@@ -1,0 +1,110 @@
+"""Settings read from the environment, and the Celery configuration that follows from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Used when neither INGESTION_BROKER_URL nor CELERY_BROKER_URL is set: a broker in plain files,
+#: for one machine, with no server to run.
+EMBEDDED_BROKER = "filesystem://"
+
+
+class Settings(BaseSettings):
+    """Engine settings; each field is read from ``INGESTION_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="INGESTION_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///ingestion.db",
+        description="SQLAlchemy URL of the state and catalog database (Postgres or SQLite).",
+    )
+    broker_url: str = Field(
+        EMBEDDED_BROKER,
+        validation_alias=AliasChoices("INGESTION_BROKER_URL", "CELERY_BROKER_URL"),
+        description="Celery broker; the embedded file broker when unset.",
+    )
+    broker_dir: Path = Field(
+        Path("ingestion-broker"), description="Folder of the embedded file broker."
+    )
+    queue: str = Field("ingestion", description="The queue every ingestion task is sent to.")
+    reconcile_interval: float = Field(
+        30.0, gt=0, description="Seconds between two runs of the reconciler (Celery beat)."
+    )
+    resend_after: float = Field(
+        5.0,
+        ge=0,
+        description="A due step not claimed this many seconds after it was due (or last "
+        "announced) is announced again by the reconciler.",
+    )
+    page_timeout: float = Field(
+        60.0, gt=0, description="The most one call of next() may take before the burst fails."
+    )
+    time_limit_grace: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between a burst's soft time limit and the hard one that kills it.",
+    )
+    max_countdown: float = Field(
+        600.0,
+        gt=0,
+        description="Steps due later than this are left to the reconciler instead of a "
+        "countdown; keep it well under the broker's visibility timeout.",
+    )
+    visibility_timeout: float = Field(
+        3600.0, gt=0, description="The Redis broker's visibility timeout, in seconds."
+    )
+    auto_migrate: bool = Field(True, description="Migrate the schema when a worker starts.")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings the engine's invariants call for."""
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        # A burst is acknowledged when it has finished; a worker lost mid-burst requeues it.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": settings.queue,
+        "task_routes": {"ingestion.*": {"queue": settings.queue}},
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "ingestion-reconcile": {
+                "task": "ingestion.reconcile",
+                "schedule": settings.reconcile_interval,
+                "options": {"expires": settings.reconcile_interval},
+            }
+        },
+    }
+    if settings.broker_url.startswith("filesystem://"):
+        folder = settings.broker_dir.resolve()
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "messages"),
+            "data_folder_out": str(folder / "messages"),
+            "control_folder": str(folder / "control"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        config["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout}
+    return config
+
+
+def prepare_broker(settings: Settings) -> None:
+    """Create the embedded broker's folders (a no-op for a broker server)."""
+    if settings.broker_url.startswith("filesystem://"):
+        for name in ("messages", "control", "processed"):
+            (settings.broker_dir / name).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,217 @@
+"""The schema: one module, shared by the store and the Alembic migrations."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JSONDocument(TypeDecorator[Any]):
+    """A JSON document: ``jsonb`` on Postgres, text elsewhere.
+
+    A ``str`` is taken as JSON text already encoded (the engine encodes each entity once, to hash
+    it, and writes that text); anything else is encoded here.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(Text())
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        def process(value: Any) -> Any:
+            if value is None or isinstance(value, str):
+                return value
+            return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+        return process
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+
+def _created() -> Column[datetime]:
+    return Column("created_at", UTCDateTime(), nullable=False)
+
+
+providers = Table(
+    "ingestion_providers",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("action", String(16), nullable=False),  # state.Action
+    Column("due_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    # Bumped by every transition: a task message names the ticket it was sent for.
+    Column("ticket", BigInteger, nullable=False, default=1),
+    Column("cycle_id", BigInteger, nullable=True),
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_expires_at", UTCDateTime(), nullable=True),
+    Column("sent_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_at", UTCDateTime(), nullable=True),
+    # The completed cycle whose sweep was held back by the percentage guard, if any.
+    Column("blocked_cycle_id", BigInteger, nullable=True),
+    Column("blocked_reason", Text, nullable=True),
+    Column("blocked_count", Integer, nullable=False, default=0),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+cycles = Table(
+    "ingestion_cycles",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("provider", String(255), nullable=False, index=True),
+    Column("status", String(16), nullable=False),  # state.CycleStatus
+    Column("cursor", Text, nullable=True),  # JSON of the next page's cursor
+    Column("bursts", Integer, nullable=False, default=0),
+    Column("pages", Integer, nullable=False, default=0),
+    Column("entities", Integer, nullable=False, default=0),  # marked in this cycle
+    Column("written", Integer, nullable=False, default=0),  # inserted or changed
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("removed", Integer, nullable=False, default=0),
+    Column("blocked", Integer, nullable=False, default=0),
+    Column("blocked_reason", Text, nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("ended_at", UTCDateTime(), nullable=True),
+)
+
+marks = Table(
+    "ingestion_marks",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "cycle_id",
+        BigInteger,
+        ForeignKey("ingestion_cycles.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("sequence", Integer, nullable=False),
+    Column("cursor", Text, nullable=True),  # JSON of the cursor after this page
+    Column("entities", Integer, nullable=False),
+    _created(),
+    # A page is committed once: the database refuses a second commit of the same sequence.
+    UniqueConstraint("cycle_id", "sequence", name="uq_ingestion_marks_cycle_sequence"),
+)
+
+bursts = Table(
+    "ingestion_bursts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("provider", String(255), nullable=False),
+    Column("cycle_id", BigInteger, nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("ticket", BigInteger, nullable=False),
+    Column("worker", String(255), nullable=False),
+    Column("outcome", String(16), nullable=False),  # running, continued, done, failed, lost
+    Column("pages", Integer, nullable=False, default=0),
+    Column("entities", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("ended_at", UTCDateTime(), nullable=True),
+    # One burst per step: a duplicate message cannot start a second burst for the same ticket.
+    UniqueConstraint("provider", "ticket", name="uq_ingestion_bursts_provider_ticket"),
+)
+
+errors = Table(
+    "ingestion_errors",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("provider", String(255), nullable=False),
+    Column("cycle_id", BigInteger, nullable=True),
+    Column("page", Integer, nullable=True),
+    Column("kind", String(16), nullable=False),  # entity, warning, burst
+    Column("entity", Text, nullable=True),  # the entity's name or position in its page
+    Column("ref", Text, nullable=True),
+    Column("rule", String(64), nullable=True),
+    Column("message", Text, nullable=False),
+    _created(),
+    Index("ix_ingestion_errors_provider_id", "provider", "id"),
+)
+
+entities = Table(
+    "catalog_entities",
+    metadata,
+    Column("ref", String(512), primary_key=True),
+    Column("provider", String(255), nullable=False),
+    Column("location_key", Text, nullable=True),
+    Column("entity", JSONDocument(), nullable=False),
+    Column("hash", String(64), nullable=False),
+    # The last cycle that saw this entity: the sweep removes what the completed cycle did not.
+    Column("mark_cycle", BigInteger, nullable=False),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_catalog_entities_provider_ref", "provider", "ref"),
+    Index("ix_catalog_entities_provider_mark", "provider", "mark_cycle"),
+)
+
+__all__ = [
+    "JSONDocument",
+    "UTCDateTime",
+    "bursts",
+    "cycles",
+    "entities",
+    "errors",
+    "marks",
+    "metadata",
+    "providers",
+]

@@ -1,0 +1,119 @@
+"""Value objects the store takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ingestion.entities import PreparedEntity
+from ingestion.state import Action, Schedule
+
+
+class ErrorKind(StrEnum):
+    """What an error record is about."""
+
+    ENTITY = "entity"  # one entity was rejected; the rest of its page committed
+    WARNING = "warning"  # something was accepted with a caveat (a duplicate ref in a page)
+    BURST = "burst"  # a burst failed; the provider backs off
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An entity-level error or warning found while preparing a page."""
+
+    entity: str  # the entity's name, or its position in the page
+    rule: str
+    message: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page ready to commit."""
+
+    entities: list[PreparedEntity]
+    cursor: str | None  # the next page's cursor, JSON-encoded
+    done: bool
+    rejected: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PageCommit:
+    """What a committed page did to the catalog."""
+
+    sequence: int
+    written: int  # inserted or changed
+    unchanged: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class Doorbell:
+    """A step recorded in the database, to be announced to the workers."""
+
+    provider: str
+    ticket: int
+    action: Action
+    cycle_id: int | None
+    burst: int  # the number the next burst of the cycle will have
+    countdown: float  # seconds from the database's now until the step is due
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A burst this worker now holds: resume the cycle at ``cursor``."""
+
+    provider: str
+    ticket: int
+    owner: str
+    cycle_id: int
+    burst_id: int
+    burst: int
+    schedule: Schedule
+    cursor: str | None
+    next_sequence: int
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A message that must not run: why, in a sentence for the log."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class LostBurst:
+    """A burst whose worker vanished: recorded as a failure; ``doorbell`` is the next step."""
+
+    reason: str
+    doorbell: Doorbell
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What the sweep at the end of a cycle removed, or held back and why."""
+
+    removed: int
+    blocked: int
+    blocked_reason: str | None
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    """Everything an operator wants to know about one provider."""
+
+    name: str
+    action: Action
+    due_at: datetime
+    attempts: int
+    ticket: int
+    running: bool
+    lease_owner: str | None
+    last_error: str | None
+    last_error_at: datetime | None
+    current_cycle: dict[str, Any] | None
+    last_completed_cycle: dict[str, Any] | None
+    blocked_sweep: dict[str, Any] | None

@@ -1,0 +1,900 @@
+"""Every SQL statement of the engine: schedule, claims, page commits, sweep, catalog reads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from ingestion import state
+from ingestion.provider import ProviderOptions
+from ingestion.state import Action, CycleStatus, Schedule, Transition
+from ingestion.store import models as m
+from ingestion.store.records import (
+    Claim,
+    Doorbell,
+    ErrorKind,
+    LostBurst,
+    Page,
+    PageCommit,
+    Problem,
+    ProviderStatus,
+    Skip,
+    SweepResult,
+)
+
+log = logging.getLogger("ingestion.store")
+
+
+class LeaseLost(RuntimeError):
+    """This worker no longer holds the provider: another step replaced the one it was running."""
+
+
+class UnknownProvider(LookupError):
+    """No provider of that name is registered in the database."""
+
+
+def _connect_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # Own the transactions (pysqlite's implicit ones cannot BEGIN IMMEDIATE) and let writers
+    # from several processes queue behind each other instead of failing.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    # Take the write lock at BEGIN: a read-then-write transaction cannot then hit SQLITE_BUSY.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine set up for the engine's access pattern on Postgres or SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, poolclass=NullPool)
+        event.listen(engine, "connect", _connect_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=4,
+            executemany_mode="values_plus_batch",
+        )
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _row_dict(row: Row[Any] | None) -> dict[str, Any] | None:
+    return None if row is None else dict(row._mapping)
+
+
+class Store:
+    """The only place that speaks SQL. Each public method is one transaction."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or create_db_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` with Alembic."""
+        from ingestion.store.migrate import upgrade
+
+        upgrade(self.engine, revision)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def now(self, conn: Connection) -> datetime:
+        """The database's clock: every decision about what is due uses it."""
+        if self.dialect == "postgresql":
+            value = conn.execute(select(func.clock_timestamp())).scalar_one()
+            assert isinstance(value, datetime)
+            return value.astimezone(UTC)
+        # SQLite is embedded: its clock is this machine's.
+        return datetime.now(UTC)
+
+    def _insert(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        return insert(table)
+
+    # -- schedule -------------------------------------------------------------------------
+
+    def ensure_providers(self, names: Iterable[str]) -> list[str]:
+        """Give every registered provider a row; a new one is due to begin a cycle now."""
+        wanted = list(names)
+        if not wanted:
+            return []
+        with self._tx() as conn:
+            now = self.now(conn)
+            stmt = (
+                self._insert(m.providers)
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(m.providers.c.name)
+            )
+            rows = [
+                {
+                    "name": name,
+                    "action": Action.REST.value,
+                    "due_at": now,
+                    "attempts": 0,
+                    "ticket": 1,
+                    "blocked_count": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for name in wanted
+            ]
+            created = [row.name for row in conn.execute(stmt, rows)]
+        for name in created:
+            log.info("provider %s registered; its first cycle is due now", name)
+        return created
+
+    def due_steps(self, *, resend_after: timedelta, limit: int = 1000) -> list[Doorbell]:
+        """Steps that are due, held by no live lease, and not announced in ``resend_after``."""
+        p = m.providers.c
+        with self._tx() as conn:
+            now = self.now(conn)
+            rows = conn.execute(
+                select(p.name, p.ticket, p.action, p.cycle_id, p.due_at)
+                .where(p.due_at <= now)
+                .where((p.lease_owner.is_(None)) | (p.lease_expires_at < now))
+                .where(
+                    (p.sent_at.is_(None))
+                    | (p.sent_at < now - resend_after)
+                    | (p.sent_at < p.due_at)
+                )
+                .order_by(p.due_at)
+                .limit(limit)
+            ).all()
+            doorbells = [self._doorbell(conn, row, now) for row in rows]
+            if rows:
+                conn.execute(
+                    update(m.providers)
+                    .where(p.name.in_([row.name for row in rows]))
+                    .values(sent_at=now)
+                )
+        return doorbells
+
+    def mark_sent(self, provider: str, ticket: int) -> None:
+        p = m.providers.c
+        with self._tx() as conn:
+            conn.execute(
+                update(m.providers)
+                .where(p.name == provider, p.ticket == ticket)
+                .values(sent_at=self.now(conn))
+            )
+
+    def _doorbell(self, conn: Connection, row: Any, now: datetime) -> Doorbell:
+        burst = 1
+        if row.cycle_id is not None and Action(row.action) is not Action.REST:
+            bursts = conn.execute(
+                select(m.cycles.c.bursts).where(m.cycles.c.id == row.cycle_id)
+            ).scalar()
+            burst = (bursts or 0) + 1
+        return Doorbell(
+            provider=row.name,
+            ticket=row.ticket,
+            action=Action(row.action),
+            cycle_id=row.cycle_id if Action(row.action) is not Action.REST else None,
+            burst=burst,
+            countdown=max(0.0, (row.due_at - now).total_seconds()),
+        )
+
+    def _lock_provider(self, conn: Connection, name: str) -> Row[Any]:
+        stmt = select(m.providers).where(m.providers.c.name == name)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise UnknownProvider(f"no provider named {name!r} in the database")
+        return row
+
+    def claim(
+        self, name: str, ticket: int, owner: str, lease: timedelta, options: ProviderOptions
+    ) -> Claim | Skip | LostBurst:
+        """Take the provider for one burst, if the message's step is still the pending one."""
+        with self._tx() as conn:
+            now = self.now(conn)
+            try:
+                row = self._lock_provider(conn, name)
+            except UnknownProvider as exc:
+                return Skip(str(exc))
+            if row.ticket != ticket:
+                return Skip(f"stale message: ticket {ticket}, the pending step is {row.ticket}")
+            if row.lease_owner is not None and row.lease_expires_at >= now:
+                return Skip(
+                    f"duplicate message: {row.lease_owner} holds ticket {ticket} "
+                    f"until {row.lease_expires_at.isoformat()}"
+                )
+            if row.due_at > now:
+                return Skip(f"early message: the step is due at {row.due_at.isoformat()}")
+            schedule = Schedule(Action(row.action), row.due_at, row.attempts)
+            if row.lease_owner is not None:
+                reason = (
+                    f"burst lost: {row.lease_owner} held provider {name!r} until "
+                    f"{row.lease_expires_at.isoformat()} and never finished (the worker was "
+                    "killed or the burst outran its time limit)"
+                )
+                conn.execute(
+                    update(m.bursts)
+                    .where(m.bursts.c.provider == name, m.bursts.c.ticket == ticket)
+                    .values(outcome="lost", error=reason, ended_at=now)
+                )
+                doorbell = self._fail(conn, row, schedule, reason, now, options)
+                return LostBurst(reason, doorbell)
+            cycle_id = row.cycle_id
+            if schedule.action is Action.REST or cycle_id is None:
+                transition = state.begin_cycle(now)
+                cycle_id = self._open_cycle(conn, name, now)
+                schedule = transition.schedule
+            cycle = conn.execute(select(m.cycles).where(m.cycles.c.id == cycle_id)).one()
+            number = cycle.bursts + 1
+            burst_id = conn.execute(
+                insert(m.bursts)
+                .values(
+                    provider=name,
+                    cycle_id=cycle_id,
+                    number=number,
+                    ticket=ticket,
+                    worker=owner,
+                    outcome="running",
+                    pages=0,
+                    entities=0,
+                    started_at=now,
+                )
+                .returning(m.bursts.c.id)
+            ).scalar_one()
+            conn.execute(update(m.cycles).where(m.cycles.c.id == cycle_id).values(bursts=number))
+            conn.execute(
+                update(m.providers)
+                .where(m.providers.c.name == name, m.providers.c.ticket == ticket)
+                .values(
+                    action=schedule.action.value,
+                    due_at=schedule.due_at,
+                    attempts=schedule.attempts,
+                    cycle_id=cycle_id,
+                    lease_owner=owner,
+                    lease_expires_at=now + lease,
+                    updated_at=now,
+                )
+            )
+            return Claim(
+                provider=name,
+                ticket=ticket,
+                owner=owner,
+                cycle_id=cycle_id,
+                burst_id=burst_id,
+                burst=number,
+                schedule=schedule,
+                cursor=cycle.cursor,
+                next_sequence=cycle.pages + 1,
+            )
+
+    def _open_cycle(self, conn: Connection, name: str, now: datetime) -> int:
+        cycle_id = conn.execute(
+            insert(m.cycles)
+            .values(
+                provider=name,
+                status=CycleStatus.RUNNING.value,
+                cursor=None,
+                bursts=0,
+                pages=0,
+                entities=0,
+                written=0,
+                unchanged=0,
+                rejected=0,
+                removed=0,
+                blocked=0,
+                started_at=now,
+            )
+            .returning(m.cycles.c.id)
+        ).scalar_one()
+        assert isinstance(cycle_id, int)
+        return cycle_id
+
+    def _close_cycle(
+        self, conn: Connection, cycle_id: int | None, status: CycleStatus, now: datetime
+    ) -> None:
+        if cycle_id is None:
+            return
+        conn.execute(
+            update(m.cycles)
+            .where(m.cycles.c.id == cycle_id, m.cycles.c.status == CycleStatus.RUNNING.value)
+            .values(status=status.value, ended_at=now)
+        )
+
+    def _hold(self, conn: Connection, claim: Claim, now: datetime, lease: timedelta) -> None:
+        # The guard of every write a burst makes: this worker must still hold this step.
+        p = m.providers.c
+        result = conn.execute(
+            update(m.providers)
+            .where(p.name == claim.provider, p.ticket == claim.ticket, p.lease_owner == claim.owner)
+            .values(lease_expires_at=now + lease)
+        )
+        if result.rowcount != 1:
+            raise LeaseLost(
+                f"provider {claim.provider!r}: ticket {claim.ticket} is no longer held by "
+                f"{claim.owner} (an operator or a recovery replaced the step)"
+            )
+
+    def _apply(
+        self,
+        conn: Connection,
+        name: str,
+        transition: Transition,
+        cycle_id: int | None,
+        now: datetime,
+        **values: Any,
+    ) -> Doorbell:
+        """Write a transition: close/open the cycle, bump the ticket, release any lease."""
+        if transition.close_cycle is not None:
+            self._close_cycle(conn, cycle_id, transition.close_cycle, now)
+        burst = 1
+        if transition.open_cycle:
+            cycle_id = self._open_cycle(conn, name, now)
+        elif cycle_id is not None and transition.schedule.cycle_open:
+            burst = (
+                conn.execute(select(m.cycles.c.bursts).where(m.cycles.c.id == cycle_id)).scalar()
+                or 0
+            ) + 1
+        sched = transition.schedule
+        ticket = conn.execute(
+            update(m.providers)
+            .where(m.providers.c.name == name)
+            .values(
+                action=sched.action.value,
+                due_at=sched.due_at,
+                attempts=sched.attempts,
+                cycle_id=cycle_id,
+                ticket=m.providers.c.ticket + 1,
+                lease_owner=None,
+                lease_expires_at=None,
+                sent_at=None,
+                updated_at=now,
+                **values,
+            )
+            .returning(m.providers.c.ticket)
+        ).scalar_one()
+        return Doorbell(
+            provider=name,
+            ticket=ticket,
+            action=sched.action,
+            cycle_id=cycle_id if sched.cycle_open else None,
+            burst=burst,
+            countdown=max(0.0, (sched.due_at - now).total_seconds()),
+        )
+
+    def _fail(
+        self,
+        conn: Connection,
+        row: Any,
+        schedule: Schedule,
+        message: str,
+        now: datetime,
+        options: ProviderOptions,
+    ) -> Doorbell:
+        conn.execute(
+            insert(m.errors).values(
+                provider=row.name,
+                cycle_id=row.cycle_id,
+                page=None,
+                kind=ErrorKind.BURST.value,
+                entity=None,
+                ref=None,
+                rule=None,
+                message=message,
+                created_at=now,
+            )
+        )
+        transition = state.after_failure(schedule, now, options)
+        if transition.close_cycle is CycleStatus.CANCELLED:
+            log.warning(
+                "provider %s: the last backoff step failed; cycle %s cancelled, starting over",
+                row.name,
+                row.cycle_id,
+            )
+        return self._apply(
+            conn,
+            row.name,
+            transition,
+            row.cycle_id,
+            now,
+            last_error=message,
+            last_error_at=now,
+        )
+
+    # -- a burst's writes -----------------------------------------------------------------
+
+    def commit_page(self, claim: Claim, page: Page, sequence: int, lease: timedelta) -> PageCommit:
+        """Upsert the page's entities, mark them, record the mark and cursor: one transaction."""
+        with self._tx() as conn:
+            now = self.now(conn)
+            self._hold(conn, claim, now, lease)
+            written, unchanged, conflicts = self._upsert(conn, claim, page, now)
+            rejected = [*page.rejected, *conflicts]
+            conn.execute(
+                insert(m.marks).values(
+                    cycle_id=claim.cycle_id,
+                    sequence=sequence,
+                    cursor=page.cursor,
+                    entities=written + unchanged,
+                    created_at=now,
+                )
+            )
+            problems = [(ErrorKind.ENTITY, p) for p in rejected]
+            problems += [(ErrorKind.WARNING, p) for p in page.warnings]
+            if problems:
+                conn.execute(
+                    insert(m.errors),
+                    [
+                        {
+                            "provider": claim.provider,
+                            "cycle_id": claim.cycle_id,
+                            "page": sequence,
+                            "kind": kind.value,
+                            "entity": p.entity,
+                            "ref": p.ref,
+                            "rule": p.rule,
+                            "message": p.message,
+                            "created_at": now,
+                        }
+                        for kind, p in problems
+                    ],
+                )
+            c = m.cycles.c
+            conn.execute(
+                update(m.cycles)
+                .where(c.id == claim.cycle_id)
+                .values(
+                    cursor=page.cursor,
+                    pages=c.pages + 1,
+                    entities=c.entities + written + unchanged,
+                    written=c.written + written,
+                    unchanged=c.unchanged + unchanged,
+                    rejected=c.rejected + len(rejected),
+                )
+            )
+            b = m.bursts.c
+            conn.execute(
+                update(m.bursts)
+                .where(b.id == claim.burst_id)
+                .values(
+                    pages=b.pages + 1,
+                    entities=b.entities + written + unchanged,
+                )
+            )
+        return PageCommit(sequence, written, unchanged, len(rejected))
+
+    def _upsert(
+        self, conn: Connection, claim: Claim, page: Page, now: datetime
+    ) -> tuple[int, int, list[Problem]]:
+        if not page.entities:
+            return 0, 0, []
+        e = m.entities.c
+        by_ref = {item.ref: item for item in page.entities}
+        existing = {
+            row.ref: row
+            for row in conn.execute(
+                select(e.ref, e.provider, e.hash).where(e.ref.in_(list(by_ref)))
+            )
+        }
+        conflicts: list[Problem] = []
+        new, changed, same = [], [], []
+        for ref, item in by_ref.items():
+            row = existing.get(ref)
+            if row is None:
+                new.append(item)
+            elif row.provider != claim.provider:
+                conflicts.append(
+                    Problem(
+                        item.name,
+                        "owner",
+                        f"{ref} is owned by provider {row.provider!r}; not overwritten",
+                        ref,
+                    )
+                )
+            elif row.hash == item.hash:
+                same.append(ref)
+            else:
+                changed.append(item)
+        if new:
+            inserted = set(
+                conn.scalars(
+                    self._insert(m.entities)
+                    .on_conflict_do_nothing(index_elements=["ref"])
+                    .returning(e.ref, sort_by_parameter_order=True),
+                    [
+                        {
+                            "ref": i.ref,
+                            "provider": claim.provider,
+                            "location_key": i.location_key,
+                            "entity": i.canonical,
+                            "hash": i.hash,
+                            "mark_cycle": claim.cycle_id,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for i in new
+                    ],
+                )
+            )
+            for item in new:
+                if item.ref not in inserted:  # another provider wrote it a moment ago
+                    conflicts.append(
+                        Problem(
+                            item.name,
+                            "owner",
+                            f"{item.ref} was just written by another provider; not overwritten",
+                            item.ref,
+                        )
+                    )
+        else:
+            inserted = set()
+        if changed:
+            conn.execute(
+                update(m.entities)
+                .where(e.ref == bindparam("b_ref"), e.provider == claim.provider)
+                .values(
+                    entity=bindparam("b_entity"),
+                    hash=bindparam("b_hash"),
+                    location_key=bindparam("b_location"),
+                    mark_cycle=claim.cycle_id,
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_ref": i.ref,
+                        "b_entity": i.canonical,
+                        "b_hash": i.hash,
+                        "b_location": i.location_key,
+                    }
+                    for i in changed
+                ],
+            )
+        if same:
+            conn.execute(
+                update(m.entities)
+                .where(e.ref.in_(same), e.provider == claim.provider)
+                .values(mark_cycle=claim.cycle_id)
+            )
+        return len(inserted) + len(changed), len(same), conflicts
+
+    def finish_burst(
+        self, claim: Claim, *, done: bool, lease: timedelta, options: ProviderOptions
+    ) -> tuple[Doorbell, SweepResult | None]:
+        """Close the burst: schedule the next one, or sweep, complete the cycle and rest."""
+        with self._tx() as conn:
+            now = self.now(conn)
+            self._hold(conn, claim, now, lease)
+            sweep = self._sweep(conn, claim, now, options) if done else None
+            conn.execute(
+                update(m.bursts)
+                .where(m.bursts.c.id == claim.burst_id)
+                .values(outcome="done" if done else "continued", ended_at=now)
+            )
+            transition = state.after_burst(done, now, options)
+            doorbell = self._apply(conn, claim.provider, transition, claim.cycle_id, now)
+        return doorbell, sweep
+
+    def fail_burst(self, claim: Claim, message: str, options: ProviderOptions) -> Doorbell | None:
+        """Record a failed burst and schedule the backoff; ``None`` if the step was replaced."""
+        with self._tx() as conn:
+            now = self.now(conn)
+            row = self._lock_provider(conn, claim.provider)
+            if row.ticket != claim.ticket or row.lease_owner != claim.owner:
+                return None
+            conn.execute(
+                update(m.bursts)
+                .where(m.bursts.c.id == claim.burst_id)
+                .values(outcome="failed", error=message, ended_at=now)
+            )
+            schedule = Schedule(Action(row.action), row.due_at, row.attempts)
+            return self._fail(conn, row, schedule, message, now, options)
+
+    def _sweep(
+        self, conn: Connection, claim: Claim, now: datetime, options: ProviderOptions
+    ) -> SweepResult:
+        e = m.entities.c
+        row = self._lock_provider(conn, claim.provider)
+        cycle = claim.cycle_id
+        blocked_cycle = row.blocked_cycle_id
+        confirmed_expr = (
+            func.coalesce(func.sum(case((e.mark_cycle < blocked_cycle, 1), else_=0)), 0)
+            if blocked_cycle is not None
+            else literal(0)
+        )
+        counts = conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((e.mark_cycle == cycle, 1), else_=0)), 0),
+                confirmed_expr,
+            ).where(e.provider == claim.provider)
+        ).one()
+        owned, marked, confirmed = (int(v) for v in counts)
+        fresh = owned - marked - confirmed
+        decision = state.decide_sweep(
+            owned=owned, marked=marked, fresh=fresh, confirmed=confirmed, options=options
+        )
+        removed = 0
+        if decision.remove_fresh:
+            removed = conn.execute(
+                delete(m.entities).where(e.provider == claim.provider, e.mark_cycle < cycle)
+            ).rowcount
+        elif decision.remove_confirmed and blocked_cycle is not None:
+            removed = conn.execute(
+                delete(m.entities).where(e.provider == claim.provider, e.mark_cycle < blocked_cycle)
+            ).rowcount
+        blocked = (owned - marked) - removed if decision.blocked_reason else 0
+        if decision.blocked_reason is None:
+            new_blocked_cycle = None
+        elif decision.remove_fresh or fresh == 0 or marked == 0:
+            new_blocked_cycle = blocked_cycle  # an empty cycle is no evidence of removal
+        else:
+            new_blocked_cycle = cycle
+        conn.execute(
+            update(m.providers)
+            .where(m.providers.c.name == claim.provider)
+            .values(
+                blocked_cycle_id=new_blocked_cycle,
+                blocked_reason=decision.blocked_reason,
+                blocked_count=blocked,
+            )
+        )
+        conn.execute(
+            update(m.cycles)
+            .where(m.cycles.c.id == cycle)
+            .values(
+                removed=removed,
+                blocked=blocked,
+                blocked_reason=decision.blocked_reason,
+            )
+        )
+        if decision.blocked_reason:
+            log.warning("provider %s: sweep held back: %s", claim.provider, decision.blocked_reason)
+        return SweepResult(removed, blocked, decision.blocked_reason)
+
+    # -- operator steps -------------------------------------------------------------------
+
+    def _operate(self, name: str, step: Any) -> Doorbell:
+        with self._tx() as conn:
+            now = self.now(conn)
+            row = self._lock_provider(conn, name)
+            if row.lease_owner is not None:
+                conn.execute(
+                    update(m.bursts)
+                    .where(m.bursts.c.provider == name, m.bursts.c.ticket == row.ticket)
+                    .values(outcome="interrupted", ended_at=now)
+                )
+            transition = step(Schedule(Action(row.action), row.due_at, row.attempts), now)
+            return self._apply(conn, name, transition, row.cycle_id, now)
+
+    def trigger(self, name: str) -> Doorbell:
+        """Make the pending step due now."""
+        with self._tx() as conn:
+            now = self.now(conn)
+            row = self._lock_provider(conn, name)
+            if row.lease_owner is not None and row.lease_expires_at >= now:
+                return self._doorbell(conn, row, now)  # a burst is running: nothing to hurry
+            transition = state.operator_trigger(
+                Schedule(Action(row.action), row.due_at, row.attempts), now
+            )
+            return self._apply(conn, name, transition, row.cycle_id, now)
+
+    def start(self, name: str) -> Doorbell:
+        """Cancel the open cycle (if any) and begin a new one now."""
+        return self._operate(name, state.operator_start)
+
+    def cancel(self, name: str, options: ProviderOptions) -> Doorbell:
+        """Cancel the open cycle without sweeping; the provider rests."""
+        return self._operate(name, lambda s, now: state.operator_cancel(s, now, options))
+
+    def reset(self, name: str) -> Doorbell:
+        """Forget the provider's ingestion records; it begins afresh now. Entities stay."""
+        with self._tx() as conn:
+            now = self.now(conn)
+            self._lock_provider(conn, name)
+            cycle_ids = select(m.cycles.c.id).where(m.cycles.c.provider == name)
+            conn.execute(delete(m.marks).where(m.marks.c.cycle_id.in_(cycle_ids)))
+            conn.execute(delete(m.cycles).where(m.cycles.c.provider == name))
+            conn.execute(delete(m.bursts).where(m.bursts.c.provider == name))
+            conn.execute(delete(m.errors).where(m.errors.c.provider == name))
+            return self._apply(
+                conn,
+                name,
+                Transition(Schedule(Action.REST, now, 0)),
+                None,
+                now,
+                last_error=None,
+                last_error_at=None,
+                blocked_cycle_id=None,
+                blocked_reason=None,
+                blocked_count=0,
+            )
+
+    def delete_finished_marks(self, name: str | None = None) -> int:
+        """Delete the marks of closed cycles (they are history; the catalog keeps its marks)."""
+        with self._tx() as conn:
+            finished = select(m.cycles.c.id).where(m.cycles.c.status != CycleStatus.RUNNING.value)
+            if name is not None:
+                finished = finished.where(m.cycles.c.provider == name)
+            return int(
+                conn.execute(delete(m.marks).where(m.marks.c.cycle_id.in_(finished))).rowcount
+            )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def provider_names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.scalars(select(m.providers.c.name).order_by(m.providers.c.name)))
+
+    def status(self, name: str) -> ProviderStatus:
+        with self._tx() as conn:
+            now = self.now(conn)
+            row = self._lock_provider(conn, name)
+            current = None
+            if row.cycle_id is not None:
+                current = _row_dict(
+                    conn.execute(select(m.cycles).where(m.cycles.c.id == row.cycle_id)).first()
+                )
+            if current is not None and current["status"] != CycleStatus.RUNNING.value:
+                current = None
+            last = _row_dict(
+                conn.execute(
+                    select(m.cycles)
+                    .where(
+                        m.cycles.c.provider == name,
+                        m.cycles.c.status == CycleStatus.COMPLETED.value,
+                    )
+                    .order_by(m.cycles.c.id.desc())
+                    .limit(1)
+                ).first()
+            )
+            blocked = None
+            if row.blocked_reason:
+                blocked = {
+                    "reason": row.blocked_reason,
+                    "count": row.blocked_count,
+                    "since_cycle": row.blocked_cycle_id,
+                }
+            return ProviderStatus(
+                name=name,
+                action=Action(row.action),
+                due_at=row.due_at,
+                attempts=row.attempts,
+                ticket=row.ticket,
+                running=row.lease_owner is not None and row.lease_expires_at >= now,
+                lease_owner=row.lease_owner,
+                last_error=row.last_error,
+                last_error_at=row.last_error_at,
+                current_cycle=current,
+                last_completed_cycle=last,
+                blocked_sweep=blocked,
+            )
+
+    def cycles(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(m.cycles)
+                .where(m.cycles.c.provider == name)
+                .order_by(m.cycles.c.id.desc())
+                .limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def marks(
+        self, name: str, limit: int = 100, cycle_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            stmt = (
+                select(m.marks)
+                .join(m.cycles, m.cycles.c.id == m.marks.c.cycle_id)
+                .where(m.cycles.c.provider == name)
+                .order_by(m.marks.c.id.desc())
+                .limit(limit)
+            )
+            if cycle_id is not None:
+                stmt = stmt.where(m.marks.c.cycle_id == cycle_id)
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def bursts(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(m.bursts)
+                .where(m.bursts.c.provider == name)
+                .order_by(m.bursts.c.id.desc())
+                .limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def errors(
+        self,
+        name: str,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        kinds: Sequence[ErrorKind] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Error records, newest first; page with ``before`` = the last id seen."""
+        with self.engine.connect() as conn:
+            stmt = select(m.errors).where(m.errors.c.provider == name)
+            if before is not None:
+                stmt = stmt.where(m.errors.c.id < before)
+            if kinds:
+                stmt = stmt.where(m.errors.c.kind.in_([k.value for k in kinds]))
+            rows = conn.execute(stmt.order_by(m.errors.c.id.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def entity(self, ref: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            return _row_dict(
+                conn.execute(select(m.entities).where(m.entities.c.ref == ref.lower())).first()
+            )
+
+    def entities_page(
+        self,
+        *,
+        provider: str | None = None,
+        kind: str | None = None,
+        after: str | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """Entities in ref order, ``limit`` at a time after the ref ``after`` (keyset)."""
+        e = m.entities.c
+        stmt = select(m.entities).order_by(e.ref).limit(limit)
+        if provider is not None:
+            stmt = stmt.where(e.provider == provider)
+        if kind is not None:
+            stmt = stmt.where(e.ref.startswith(f"{kind.lower()}:", autoescape=True))
+        if after is not None:
+            stmt = stmt.where(e.ref > after)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def count_entities(self, provider: str | None = None) -> int:
+        stmt = select(func.count()).select_from(m.entities)
+        if provider is not None:
+            stmt = stmt.where(m.entities.c.provider == provider)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())

@@ -1,0 +1,71 @@
+"""Thin Celery tasks: each one calls the ingestion object and announces the next step."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, Task
+from celery.utils.log import get_task_logger
+
+if TYPE_CHECKING:
+    from ingestion.app import IncrementalIngestion
+
+log = get_task_logger("ingestion.tasks")
+
+BURST = "ingestion.burst"
+RECONCILE = "ingestion.reconcile"
+TRIGGER = "ingestion.trigger"
+START = "ingestion.start"
+CANCEL = "ingestion.cancel"
+RESET = "ingestion.reset"
+
+
+def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Task]:
+    """Define the engine's tasks on ``app``, bound to ``ingestion``'s providers and store."""
+
+    @app.task(name=BURST, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+    def burst(
+        self: Task, provider: str, ticket: int, cycle: int | None = None, burst: int = 1
+    ) -> dict[str, Any]:
+        """Run one burst of ``provider`` for the step ``ticket`` (cycle and burst are labels)."""
+        owner = f"{self.request.hostname or 'worker'}/{os.getpid()}"
+        report = ingestion.engine.run_step(provider, ticket, owner)
+        ingestion.observe(report)
+        if report.next is not None:
+            ingestion.ring(report.next)
+        return {
+            "provider": provider,
+            "cycle": report.cycle_id,
+            "burst": report.burst,
+            "outcome": report.outcome,
+            "pages": report.pages,
+            "entities": report.entities,
+        }
+
+    @app.task(name=RECONCILE)  # type: ignore[untyped-decorator]
+    def reconcile() -> int:
+        """Announce every due step that no worker holds (lost messages, long rests)."""
+        return len(ingestion.reconcile())
+
+    @app.task(name=TRIGGER)  # type: ignore[untyped-decorator]
+    def trigger(provider: str) -> str:
+        """Run the provider's pending step now."""
+        return ingestion.trigger(provider).action.value
+
+    @app.task(name=START)  # type: ignore[untyped-decorator]
+    def start(provider: str) -> str:
+        """Cancel the provider's open cycle, if any, and begin a new one now."""
+        return ingestion.start(provider).action.value
+
+    @app.task(name=CANCEL)  # type: ignore[untyped-decorator]
+    def cancel(provider: str) -> str:
+        """Cancel the provider's open cycle; it rests until started again."""
+        return ingestion.cancel(provider).action.value
+
+    @app.task(name=RESET)  # type: ignore[untyped-decorator]
+    def reset(provider: str) -> str:
+        """Forget the provider's ingestion records and begin afresh."""
+        return ingestion.reset(provider).action.value
+
+    return {t.name: t for t in (burst, reconcile, trigger, start, cancel, reset)}
