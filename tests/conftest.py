@@ -24,7 +24,9 @@ from ingestion.store.models import metadata
 from providers.synthetic import SourceServer, SyntheticSource
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+)
 PG_HOST = os.environ.get("TEST_PG_HOST", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -126,31 +128,47 @@ def make_ingestion(database_url: str, tmp_path: Path, **settings: Any) -> Increm
 
 @pytest.fixture
 def redis_url() -> str:
-    """A Redis database of its own, emptied (tests run one at a time)."""
+    """The local Redis; each test's workers use a queue of their own (see ``workers_factory``)."""
     url = f"{REDIS_URL}/13"
-    redis.Redis.from_url(url).flushdb()
+    redis.Redis.from_url(url).ping()
     return url
 
 
 class Workers:
     """Real ``celery worker`` processes running ``tests/apps/synthetic_app.py``."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str], queue: str) -> None:
         self.tmp_path = tmp_path
         self.env = env
+        self.queue = queue
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *, beat: bool = False, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *, beat: bool = False, concurrency: int = 1
+    ) -> subprocess.Popen[bytes]:
         log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         args = [
-            sys.executable, "-m", "celery", "-A", "tests.apps.synthetic_app", "worker",
-            "--loglevel=INFO", f"--hostname={name}@%h", f"--concurrency={concurrency}",
-            "--pool=prefork", "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.apps.synthetic_app",
+            "worker",
+            "--loglevel=INFO",
+            f"--hostname={name}@%h",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            "--without-mingle",
+            "--without-gossip",
         ]
         if beat:
             args += ["--beat", f"--schedule={self.tmp_path / (name + '-beat')}"]
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.procs[name] = proc
@@ -193,19 +211,23 @@ def workers_factory(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
         database_url: str, broker_url: str, providers: list[dict[str, Any]], **settings: Any
     ) -> Workers:
         env = dict(os.environ)
-        env.update({
-            "INGESTION_DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": broker_url,
-            "INGESTION_BROKER_DIR": str(tmp_path / "broker"),
-            "INGESTION_PAGE_TIMEOUT": "3",
-            "INGESTION_TIME_LIMIT_GRACE": "1",
-            "INGESTION_RECONCILE_INTERVAL": "1",
-            "INGESTION_RESEND_AFTER": "1",
-            "TEST_PROVIDERS": json.dumps(providers),
-            "PYTHONPATH": str(ROOT),
-        })
+        queue = unique("ingestion-test")
+        env.update(
+            {
+                "INGESTION_DATABASE_URL": database_url,
+                "CELERY_BROKER_URL": broker_url,
+                "INGESTION_BROKER_DIR": str(tmp_path / "broker"),
+                "INGESTION_PAGE_TIMEOUT": "3",
+                "INGESTION_TIME_LIMIT_GRACE": "1",
+                "INGESTION_RECONCILE_INTERVAL": "1",
+                "INGESTION_RESEND_AFTER": "1",
+                "INGESTION_QUEUE": queue,
+                "TEST_PROVIDERS": json.dumps(providers),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         env.update({f"INGESTION_{k.upper()}": str(v) for k, v in settings.items()})
-        workers = Workers(tmp_path, env)
+        workers = Workers(tmp_path, env, queue)
         made.append(workers)
         return workers
 
@@ -214,18 +236,21 @@ def workers_factory(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
         workers.stop_all()
 
 
-def client_ingestion(
-    database_url: str, broker_url: str, providers: list[dict[str, Any]], tmp_path: Path
-) -> IncrementalIngestion:
-    """The test process's own view of what the workers run (same providers, same database)."""
-    os.environ["TEST_PROVIDERS"] = json.dumps(providers)
+def client_ingestion(workers: Workers) -> IncrementalIngestion:
+    """The test process's own view of what the workers run: same providers, database, queue."""
     from tests.apps.synthetic_app import build
 
+    env = workers.env
     return build(
         Settings(
-            database_url=database_url, broker_url=broker_url, broker_dir=tmp_path / "broker",
-            page_timeout=3, time_limit_grace=1,
-        )
+            database_url=env["INGESTION_DATABASE_URL"],
+            broker_url=env["CELERY_BROKER_URL"],
+            broker_dir=Path(env["INGESTION_BROKER_DIR"]),
+            queue=env["INGESTION_QUEUE"],
+            page_timeout=float(env["INGESTION_PAGE_TIMEOUT"]),
+            time_limit_grace=float(env["INGESTION_TIME_LIMIT_GRACE"]),
+        ),
+        json.loads(env["TEST_PROVIDERS"]),
     )
 
 

@@ -162,7 +162,11 @@ bursts = Table(
     Column("worker", String(255), nullable=False),
     Column("outcome", String(16), nullable=False),  # running, continued, done, failed, lost
     Column("pages", Integer, nullable=False, default=0),
-    Column("entities", Integer, nullable=False, default=0),
+    Column("entities", Integer, nullable=False, default=0),  # marked
+    Column("written", Integer, nullable=False, default=0),  # inserted or changed
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("removed", Integer, nullable=False, default=0),  # by the sweep after this burst
     Column("error", Text, nullable=True),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("ended_at", UTCDateTime(), nullable=True),

@@ -282,6 +282,10 @@ class Store:
                     outcome="running",
                     pages=0,
                     entities=0,
+                    written=0,
+                    unchanged=0,
+                    rejected=0,
+                    removed=0,
                     started_at=now,
                 )
                 .returning(m.bursts.c.id)
@@ -503,6 +507,9 @@ class Store:
                 .values(
                     pages=b.pages + 1,
                     entities=b.entities + written + unchanged,
+                    written=b.written + written,
+                    unchanged=b.unchanged + unchanged,
+                    rejected=b.rejected + len(rejected),
                 )
             )
         return PageCommit(sequence, written, unchanged, len(rejected))
@@ -612,7 +619,11 @@ class Store:
             conn.execute(
                 update(m.bursts)
                 .where(m.bursts.c.id == claim.burst_id)
-                .values(outcome="done" if done else "continued", ended_at=now)
+                .values(
+                    outcome="done" if done else "continued",
+                    ended_at=now,
+                    removed=sweep.removed if sweep else 0,
+                )
             )
             transition = state.after_burst(done, now, options)
             doorbell = self._apply(conn, claim.provider, transition, claim.cycle_id, now)
