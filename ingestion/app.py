@@ -233,29 +233,34 @@ class IncrementalIngestion:
             self.ring(doorbell)
         return due
 
+    def _known(self, name: str) -> Registered:
+        registered = self.registered(name)
+        self.store.ensure_providers([name])
+        return registered
+
     def trigger(self, name: str) -> Doorbell:
         """Run the provider's pending step now."""
-        self.registered(name)
+        self._known(name)
         doorbell = self.store.trigger(name)
         self.ring(doorbell)
         return doorbell
 
     def start(self, name: str) -> Doorbell:
         """End the rest or cancel the open cycle, and begin a new cycle now."""
-        self.registered(name)
+        self._known(name)
         doorbell = self.store.start(name)
         self.ring(doorbell)
         return doorbell
 
     def cancel(self, name: str) -> Doorbell:
         """Cancel the open cycle (no sweep); the provider rests until started."""
-        doorbell = self.store.cancel(name, self.registered(name).options)
+        doorbell = self.store.cancel(name, self._known(name).options)
         self.ring(doorbell)
         return doorbell
 
     def reset(self, name: str) -> Doorbell:
         """Purge the provider's ingestion records and begin afresh; entities stay."""
-        self.registered(name)
+        self._known(name)
         doorbell = self.store.reset(name)
         self.ring(doorbell)
         return doorbell
@@ -274,8 +279,7 @@ class IncrementalIngestion:
         For development and demos: no broker and no worker are involved. Returns the reports
         of its bursts; the last one is ``done``, or the cycle was cancelled.
         """
-        self.registered(name)
-        self.store.ensure_providers([name])
+        self._known(name)
         doorbell = self.store.start(name)
         cycle_id: int | None = None
         owner = f"foreground/{os.getpid()}"

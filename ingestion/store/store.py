@@ -172,7 +172,11 @@ class Store:
         return created
 
     def due_steps(self, *, resend_after: timedelta, limit: int = 1000) -> list[Doorbell]:
-        """Steps that are due, held by no live lease, and not announced in ``resend_after``."""
+        """Steps that are due, held by no live lease, and not announced in ``resend_after``.
+
+        Every transition counts as an announcement (its caller sends the task), so a step whose
+        message was lost is announced again ``resend_after`` after it was recorded or due.
+        """
         p = m.providers.c
         with self._tx() as conn:
             now = self.now(conn)
@@ -180,11 +184,7 @@ class Store:
                 select(p.name, p.ticket, p.action, p.cycle_id, p.due_at)
                 .where(p.due_at <= now)
                 .where((p.lease_owner.is_(None)) | (p.lease_expires_at < now))
-                .where(
-                    (p.sent_at.is_(None))
-                    | (p.sent_at < now - resend_after)
-                    | (p.sent_at < p.due_at)
-                )
+                .where((p.sent_at.is_(None)) | (p.sent_at <= now - resend_after))
                 .order_by(p.due_at)
                 .limit(limit)
             ).all()
@@ -196,15 +196,6 @@ class Store:
                     .values(sent_at=now)
                 )
         return doorbells
-
-    def mark_sent(self, provider: str, ticket: int) -> None:
-        p = m.providers.c
-        with self._tx() as conn:
-            conn.execute(
-                update(m.providers)
-                .where(p.name == provider, p.ticket == ticket)
-                .values(sent_at=self.now(conn))
-            )
 
     def _doorbell(self, conn: Connection, row: Any, now: datetime) -> Doorbell:
         burst = 1
@@ -395,7 +386,7 @@ class Store:
                 ticket=m.providers.c.ticket + 1,
                 lease_owner=None,
                 lease_expires_at=None,
-                sent_at=None,
+                sent_at=now,
                 updated_at=now,
                 **values,
             )

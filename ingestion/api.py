@@ -1,0 +1,551 @@
+"""The admin HTTP API: see and steer every provider, read the catalog, scrape metrics.
+
+Routes under ``/incremental`` mirror the admin router of Backstage's incremental ingestion
+module; ``/entities`` reads the catalog and ``/metrics`` serves Prometheus. Every route but
+``/incremental/health`` needs ``Authorization: Bearer <INGESTION_ADMIN_TOKEN>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ingestion import metrics
+from ingestion.app import IncrementalIngestion
+from ingestion.state import Action
+from ingestion.store import Doorbell, ErrorKind, UnknownProvider
+from ingestion.store import stats
+
+log = logging.getLogger("ingestion.api")
+
+#: Tokens shorter than this are refused: a bearer token is the whole of the API's protection.
+MIN_TOKEN_LENGTH = 16
+
+
+class ApiSettings(BaseSettings):
+    """Settings of the admin API, read from ``INGESTION_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="INGESTION_", extra="ignore")
+
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token every route but health requires."
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A second bearer token that may read /metrics only, for Prometheus; "
+        "the admin token is accepted there too.",
+    )
+    api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+
+
+class InsecureConfiguration(ValueError):
+    """The API was asked to start without a usable token and without the insecure flag."""
+
+
+# -- response bodies ------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns."""
+
+    error: str = Field(description="What went wrong, and what to do about it.")
+    status: int
+
+
+class Health(BaseModel):
+    healthy: bool
+    providers: dict[str, int] = Field(
+        default_factory=dict, description="Providers with more than one open cycle: how many."
+    )
+    error: str | None = None
+
+
+class CycleProgress(BaseModel):
+    id: int
+    started_at: datetime
+    bursts: int
+    pages: int
+    entities: int = Field(description="Entities marked in this cycle so far.")
+    written: int
+    unchanged: int
+    rejected: int
+
+
+class CycleSummary(CycleProgress):
+    ended_at: datetime | None
+    duration_seconds: float | None
+    removed: int
+    blocked: int
+    blocked_reason: str | None
+
+
+class BlockedSweep(BaseModel):
+    reason: str
+    count: int = Field(description="Removals held back until a later cycle confirms them.")
+    since_cycle: int | None
+
+
+class LastError(BaseModel):
+    message: str
+    at: datetime | None
+    detail: str = Field(description="The whole record, traceback included.")
+
+
+class ProviderSummary(BaseModel):
+    name: str
+    current_action: str = Field(
+        description="bursting, interstitial (between bursts), backing-off, resting, or "
+        "unscheduled (no worker has registered it yet)."
+    )
+    next_action: str | None = Field(description="burst, retry, or new-cycle.")
+    next_action_at: datetime | None
+    attempts: int
+    entities: int = Field(description="Entities this provider owns in the catalog.")
+
+
+class ProviderDetail(ProviderSummary):
+    worker: str | None = Field(description="The worker holding the running burst.")
+    ticket: int | None
+    last_error: LastError | None
+    current_cycle: CycleProgress | None
+    last_completed_cycle: CycleSummary | None
+    blocked_sweep: BlockedSweep | None
+    options: dict[str, Any]
+
+
+class Step(BaseModel):
+    provider: str
+    message: str
+    next_action: str
+    next_action_at: datetime
+    ticket: int
+    cycle: int | None
+
+
+class Mark(BaseModel):
+    id: int
+    cycle_id: int
+    sequence: int
+    cursor: Any = Field(description="The cursor after this page (JSON).")
+    entities: int
+    created_at: datetime
+
+
+class Marks(BaseModel):
+    items: list[Mark]
+
+
+class Deleted(BaseModel):
+    deleted: int
+    message: str
+
+
+class ErrorRecord(BaseModel):
+    id: int
+    kind: str
+    cycle_id: int | None
+    page: int | None
+    entity: str | None
+    ref: str | None
+    rule: str | None
+    message: str
+    created_at: datetime
+
+
+class Errors(BaseModel):
+    items: list[ErrorRecord]
+    next_before: int | None = Field(description="Pass as ?before= for the next page.")
+
+
+class Entity(BaseModel):
+    ref: str
+    provider: str
+    location_key: str | None
+    entity: dict[str, Any]
+    hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Entities(BaseModel):
+    items: list[Entity]
+    next_after: str | None = Field(description="Pass as ?after= for the next page.")
+
+
+# -- the app ------------------------------------------------------------------------------
+
+_NEXT = {Action.INGEST: "burst", Action.BACKOFF: "retry", Action.REST: "new-cycle"}
+_WAITING = {Action.INGEST: "interstitial", Action.BACKOFF: "backing-off", Action.REST: "resting"}
+
+
+def create_api(
+    ingestion: IncrementalIngestion,
+    *,
+    admin_token: str | None = None,
+    metrics_token: str | None = None,
+    insecure: bool = False,
+) -> FastAPI:
+    """The admin API of ``ingestion``.
+
+    Refuses (:class:`InsecureConfiguration`) to build without an ``admin_token`` of at least
+    16 characters, unless ``insecure`` is true: then every route is open, for local use only.
+    """
+    for label, token in (("admin", admin_token), ("metrics", metrics_token)):
+        if token is not None and len(token) < MIN_TOKEN_LENGTH:
+            raise InsecureConfiguration(
+                f"the {label} token is too short: use at least {MIN_TOKEN_LENGTH} random "
+                "characters (for example: python -c 'import secrets; print(secrets.token_urlsafe())')"
+            )
+    if not admin_token and not insecure:
+        raise InsecureConfiguration(
+            "refusing to serve the admin API without a token: set INGESTION_ADMIN_TOKEN, or "
+            "pass --insecure (insecure=True) to run it open, for local use only"
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if insecure and not admin_token:
+            log.warning("the admin API runs WITHOUT a token: anyone who reaches it can steer")
+        try:
+            ingestion.store.ensure_providers(ingestion.providers)
+        except SQLAlchemyError as exc:
+            log.warning("could not register the providers in the database yet: %s", _first(exc))
+        yield
+
+    api = FastAPI(
+        title="Incremental ingestion admin API",
+        version="1",
+        description="See and steer the providers of an incremental ingestion deployment.",
+        lifespan=lifespan,
+        responses={401: {"model": ErrorBody}},
+    )
+    bearer = HTTPBearer(auto_error=False, description="INGESTION_ADMIN_TOKEN")
+    Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+    def check(credentials: HTTPAuthorizationCredentials | None, *tokens: str | None) -> None:
+        if insecure and not admin_token:
+            return
+        if credentials is None:
+            raise HTTPException(
+                401,
+                "missing bearer token: send the header 'Authorization: Bearer <token>' with "
+                "the value of INGESTION_ADMIN_TOKEN",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        given = credentials.credentials.encode()
+        if not any(t and hmac.compare_digest(given, t.encode()) for t in tokens):
+            raise HTTPException(
+                401,
+                "wrong bearer token: it does not match INGESTION_ADMIN_TOKEN",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+
+    def require_admin(credentials: Credentials) -> None:
+        check(credentials, admin_token)
+
+    def require_metrics(credentials: Credentials) -> None:
+        check(credentials, admin_token, metrics_token)
+
+    _install_error_handlers(api)
+    api.include_router(_incremental_router(ingestion), prefix="/incremental")
+    api.include_router(
+        _admin_router(ingestion), prefix="/incremental", dependencies=[Depends(require_admin)]
+    )
+    api.include_router(_catalog_router(ingestion), dependencies=[Depends(require_admin)])
+    registry = metrics.registry_for(ingestion.store)
+
+    @api.get("/metrics", dependencies=[Depends(require_metrics)], tags=["metrics"])
+    def prometheus() -> Response:
+        """Prometheus metrics of every provider, read from the database."""
+        return Response(metrics.render(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api
+
+
+def _incremental_router(ingestion: IncrementalIngestion) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health", response_model=Health, responses={503: {"model": Health}})
+    def health() -> Any:
+        """Healthy, or the providers with more than one open cycle (no token needed)."""
+        try:
+            duplicated = stats.open_cycles(ingestion.store)
+        except SQLAlchemyError as exc:
+            log.warning("health check: %s", _first(exc))
+            body = Health(healthy=False, error=database_message(exc))
+            return JSONResponse(body.model_dump(mode="json"), status_code=503)
+        return Health(healthy=not duplicated, providers=duplicated)
+
+    return router
+
+
+def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 - one route each
+    router = APIRouter(tags=["providers"], responses={404: {"model": ErrorBody}})
+
+    def registered(name: str) -> str:
+        if name not in ingestion.providers:
+            known = ", ".join(sorted(ingestion.providers)) or "none"
+            raise HTTPException(
+                404, f"no provider named {name!r} is registered (known: {known})"
+            )
+        return name
+
+    Name = Annotated[str, Depends(registered)]
+
+    @router.get("/providers", response_model=list[ProviderSummary])
+    def providers() -> list[ProviderSummary]:
+        """Every registered provider and where it stands."""
+        return [provider_detail(ingestion, name) for name in sorted(ingestion.providers)]
+
+    @router.get("/providers/{name}", response_model=ProviderDetail)
+    def provider(name: Name) -> ProviderDetail:
+        """The provider's actions, attempts, last error, cycle progress and blocked sweep."""
+        return provider_detail(ingestion, name)
+
+    def steer(name: str, step: Callable[[str], Doorbell], message: str) -> Step:
+        ingestion.store.ensure_providers([name])
+        return step_result(step(name), message)
+
+    @router.post("/providers/{name}/trigger", response_model=Step)
+    def trigger(name: Name) -> Step:
+        """Run the provider's due step now (a running burst is left alone)."""
+        return steer(name, ingestion.trigger, "the pending step is due now")
+
+    @router.post("/providers/{name}/start", response_model=Step)
+    def start(name: Name) -> Step:
+        """End the rest, or cancel the open cycle, and begin a new cycle now."""
+        return steer(name, ingestion.start, "a new cycle begins now")
+
+    @router.post("/providers/{name}/cancel", response_model=Step)
+    def cancel(name: Name) -> Step:
+        """Cancel the open cycle without sweeping; the provider rests until started."""
+        return steer(
+            name, ingestion.cancel, "the open cycle is cancelled; start begins a new one"
+        )
+
+    @router.delete("/providers/{name}", response_model=Step)
+    def reset(name: Name) -> Step:
+        """Purge the provider's ingestion records and begin afresh; its entities stay."""
+        return steer(
+            name,
+            ingestion.reset,
+            "ingestion records purged and a new cycle begins now; the provider's entities "
+            "stay until a completed cycle sweeps them",
+        )
+
+    @router.get("/providers/{name}/marks", response_model=Marks)
+    def marks(
+        name: Name,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cycle: int | None = None,
+    ) -> Marks:
+        """The provider's page marks, newest first."""
+        rows = ingestion.store.marks(name, limit=limit, cycle_id=cycle)
+        return Marks(items=[Mark(**{**r, "cursor": _json(r["cursor"])}) for r in rows])
+
+    @router.delete("/providers/{name}/marks", response_model=Deleted)
+    def delete_marks(name: Name) -> Deleted:
+        """Delete the marks of the provider's closed cycles."""
+        deleted = ingestion.store.delete_finished_marks(name)
+        return Deleted(deleted=deleted, message=f"deleted {deleted} marks of closed cycles")
+
+    @router.post("/cleanup", response_model=Deleted)
+    def cleanup() -> Deleted:
+        """Delete the marks of every provider's closed cycles."""
+        deleted = ingestion.store.delete_finished_marks()
+        return Deleted(deleted=deleted, message=f"deleted {deleted} marks of closed cycles")
+
+    @router.get("/providers/{name}/errors", response_model=Errors)
+    def errors(
+        name: Name,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before: Annotated[int | None, Query(description="Only records older than this id.")] = None,
+        kind: Annotated[list[ErrorKind] | None, Query()] = None,
+    ) -> Errors:
+        """Rejected entities, warnings and burst errors, newest first, a page at a time."""
+        rows = ingestion.store.errors(name, limit=limit, before=before, kinds=kind)
+        items = [ErrorRecord(**r) for r in rows]
+        return Errors(items=items, next_before=items[-1].id if len(items) == limit else None)
+
+    return router
+
+
+def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
+    router = APIRouter(tags=["catalog"], responses={404: {"model": ErrorBody}})
+
+    @router.get("/entities", response_model=Entities)
+    def entities(
+        provider: str | None = None,
+        kind: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[str | None, Query(description="The last ref of the previous page.")] = None,
+    ) -> Entities:
+        """Entities in ref order, ``limit`` at a time (keyset pagination with ``after``)."""
+        if provider is not None and provider not in ingestion.providers:
+            known = ", ".join(sorted(ingestion.providers)) or "none"
+            raise HTTPException(404, f"no provider named {provider!r} is registered (known: {known})")
+        rows = ingestion.store.entities_page(
+            provider=provider, kind=kind, after=after.lower() if after else None, limit=limit
+        )
+        items = [Entity(**r) for r in rows]
+        return Entities(items=items, next_after=items[-1].ref if len(items) == limit else None)
+
+    @router.get("/entities/{ref:path}", response_model=Entity)
+    def entity(ref: str) -> Entity:
+        """One entity by its ref, ``kind:namespace/name`` (case does not matter)."""
+        row = ingestion.store.entity(ref)
+        if row is None:
+            raise HTTPException(404, f"no entity {ref.lower()!r} in the catalog")
+        return Entity(**row)
+
+    return router
+
+
+# -- building bodies ----------------------------------------------------------------------
+
+
+def provider_detail(ingestion: IncrementalIngestion, name: str) -> ProviderDetail:
+    """Where the registered provider ``name`` stands, as the API and the CLI show it."""
+    options = ingestion.providers[name].options
+    entities = ingestion.store.count_entities(name)
+    shown_options = {
+        "burst_length": options.burst_length.total_seconds(),
+        "burst_interval": options.burst_interval.total_seconds(),
+        "rest_length": options.rest_length.total_seconds(),
+        "backoff": [step.total_seconds() for step in options.backoff],
+        "reject_removals_above_percentage": options.reject_removals_above_percentage,
+        "reject_empty_source_collections": options.reject_empty_source_collections,
+    }
+    try:
+        status = ingestion.store.status(name)
+    except UnknownProvider:
+        return ProviderDetail(
+            name=name,
+            current_action="unscheduled",
+            next_action=None,
+            next_action_at=None,
+            attempts=0,
+            entities=entities,
+            worker=None,
+            ticket=None,
+            last_error=None,
+            current_cycle=None,
+            last_completed_cycle=None,
+            blocked_sweep=None,
+            options=shown_options,
+        )
+    last_error = None
+    if status.last_error:
+        last_error = LastError(
+            message=status.last_error.split("\n", 1)[0],
+            at=status.last_error_at,
+            detail=status.last_error,
+        )
+    last = status.last_completed_cycle
+    summary = None
+    if last is not None:
+        ended = last["ended_at"]
+        summary = CycleSummary(
+            **last,
+            duration_seconds=(ended - last["started_at"]).total_seconds() if ended else None,
+        )
+    return ProviderDetail(
+        name=name,
+        current_action="bursting" if status.running else _WAITING[status.action],
+        next_action=_NEXT[status.action],
+        next_action_at=status.due_at,
+        attempts=status.attempts,
+        entities=entities,
+        worker=status.lease_owner if status.running else None,
+        ticket=status.ticket,
+        last_error=last_error,
+        current_cycle=CycleProgress(**status.current_cycle) if status.current_cycle else None,
+        last_completed_cycle=summary,
+        blocked_sweep=BlockedSweep(**status.blocked_sweep) if status.blocked_sweep else None,
+        options=shown_options,
+    )
+
+
+def step_result(doorbell: Doorbell, message: str) -> Step:
+    """What an operator step scheduled, with a sentence saying so."""
+    return Step(
+        provider=doorbell.provider,
+        message=f"provider {doorbell.provider!r}: {message}",
+        next_action=_NEXT[doorbell.action],
+        next_action_at=datetime.now(UTC) + timedelta(seconds=doorbell.countdown),
+        ticket=doorbell.ticket,
+        cycle=doorbell.cycle_id,
+    )
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _first(exc: BaseException) -> str:
+    origin = getattr(exc, "orig", None) or exc
+    return (str(origin).strip().split("\n", 1)[0] or type(origin).__name__)[:300]
+
+
+def database_message(exc: SQLAlchemyError) -> str:
+    """A database failure in a sentence an operator can act on (never the URL)."""
+    detail = _first(exc)
+    if isinstance(exc, (OperationalError, ProgrammingError)) and (
+        "does not exist" in detail or "no such table" in detail
+    ):
+        return f"the database has no ingestion schema ({detail}): run 'ingestion migrate'"
+    return (
+        f"the database could not answer ({detail}): check that it is up and that "
+        "INGESTION_DATABASE_URL points to it"
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        ErrorBody(error=message, status=status).model_dump(), status_code=status, headers=headers
+    )
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = "no such route; the routes are listed at /docs"
+        return _error(exc.status_code, message, exc.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for problem in exc.errors():
+            where = " ".join(str(part) for part in problem.get("loc", ()))
+            problems.append(f"{where}: {problem.get('msg', 'invalid')}")
+        return _error(422, "invalid request: " + "; ".join(problems))
+
+    @api.exception_handler(UnknownProvider)
+    async def unknown_provider(_: Request, exc: UnknownProvider) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @api.exception_handler(SQLAlchemyError)
+    async def database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database error: %s", _first(exc))
+        return _error(503, database_message(exc))

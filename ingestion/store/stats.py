@@ -1,0 +1,175 @@
+"""Aggregate reads for health checks and metrics: what the operator surfaces ask the store.
+
+Every figure comes from rows the engine commits together with the pages they describe, so the
+numbers agree with the catalog whatever worker did the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, select
+
+from ingestion.state import CycleStatus
+from ingestion.store import models as m
+from ingestion.store.store import Store
+
+#: Burst outcomes that count as a completed burst, and as a failed one.
+COMPLETED_OUTCOMES = ("continued", "done")
+FAILED_OUTCOMES = ("failed", "lost")
+
+
+@dataclass(frozen=True)
+class BurstTotals:
+    """One provider's bursts and what they did, over the history the database keeps."""
+
+    provider: str
+    started: int
+    completed: int
+    failed: int
+    interrupted: int
+    pages: int
+    entities: int
+    written: int
+    unchanged: int
+    rejected: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative counts per upper bound (seconds), with their sum and total, for one provider."""
+
+    provider: str
+    buckets: list[tuple[float, int]]
+    count: int
+    total: float
+
+
+@dataclass(frozen=True)
+class ProviderGauge:
+    """The state of one provider's row right now."""
+
+    provider: str
+    action: str
+    due_at: Any
+    attempts: int
+    running: bool
+    blocked: int
+
+
+def open_cycles(store: Store, *, more_than: int = 1) -> dict[str, int]:
+    """Providers with more than ``more_than`` running cycles, and how many each has."""
+    c = m.cycles.c
+    stmt = (
+        select(c.provider, func.count())
+        .where(c.status == CycleStatus.RUNNING.value)
+        .group_by(c.provider)
+        .having(func.count() > more_than)
+        .order_by(c.provider)
+    )
+    with store.engine.connect() as conn:
+        return {row[0]: int(row[1]) for row in conn.execute(stmt)}
+
+
+def burst_totals(store: Store) -> list[BurstTotals]:
+    """Per provider: bursts started, completed, failed and interrupted, and their counts."""
+    b = m.bursts.c
+
+    def outcome_count(outcomes: Sequence[str]) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(case((b.outcome.in_(outcomes), 1), else_=0)), 0)
+
+    stmt = (
+        select(
+            b.provider,
+            func.count(),
+            outcome_count(COMPLETED_OUTCOMES),
+            outcome_count(FAILED_OUTCOMES),
+            outcome_count(("interrupted",)),
+            func.coalesce(func.sum(b.pages), 0),
+            func.coalesce(func.sum(b.entities), 0),
+            func.coalesce(func.sum(b.written), 0),
+            func.coalesce(func.sum(b.unchanged), 0),
+            func.coalesce(func.sum(b.rejected), 0),
+            func.coalesce(func.sum(b.removed), 0),
+        )
+        .group_by(b.provider)
+        .order_by(b.provider)
+    )
+    with store.engine.connect() as conn:
+        return [BurstTotals(row[0], *(int(v) for v in row[1:])) for row in conn.execute(stmt)]
+
+
+def _seconds(store: Store, start: Any, end: Any) -> ColumnElement[Any]:
+    if store.dialect == "postgresql":
+        return func.extract("epoch", end - start)
+    # SQLite keeps UTC timestamps as text; julianday() reads them, in days.
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def _histograms(
+    store: Store, table: Any, where: ColumnElement[bool], bounds: Sequence[float]
+) -> list[Histogram]:
+    t = table.c
+    seconds = _seconds(store, t.started_at, t.ended_at)
+    columns = [func.coalesce(func.sum(case((seconds <= b, 1), else_=0)), 0) for b in bounds]
+    stmt = (
+        select(t.provider, func.count(), func.coalesce(func.sum(seconds), 0.0), *columns)
+        .where(where, t.ended_at.is_not(None))
+        .group_by(t.provider)
+        .order_by(t.provider)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [
+        Histogram(
+            provider=row[0],
+            buckets=[(b, int(n)) for b, n in zip(bounds, row[3:], strict=True)],
+            count=int(row[1]),
+            total=float(row[2]),
+        )
+        for row in rows
+    ]
+
+
+def burst_durations(store: Store, bounds: Sequence[float]) -> list[Histogram]:
+    """Durations of the bursts that have ended (any outcome), per provider."""
+    return _histograms(store, m.bursts, m.bursts.c.outcome != "running", bounds)
+
+
+def cycle_durations(store: Store, bounds: Sequence[float]) -> list[Histogram]:
+    """Durations of completed cycles, from their first burst to their sweep, per provider."""
+    return _histograms(
+        store, m.cycles, m.cycles.c.status == CycleStatus.COMPLETED.value, bounds
+    )
+
+
+def provider_gauges(store: Store) -> list[ProviderGauge]:
+    """Every provider row: its next action, when, attempts, and whether a burst holds it."""
+    p = m.providers.c
+    with store.engine.connect() as conn:
+        now = store.now(conn)
+        rows = conn.execute(
+            select(
+                p.name,
+                p.action,
+                p.due_at,
+                p.attempts,
+                p.lease_owner,
+                p.lease_expires_at,
+                p.blocked_count,
+            ).order_by(p.name)
+        ).all()
+    return [
+        ProviderGauge(
+            provider=row.name,
+            action=row.action,
+            due_at=row.due_at,
+            attempts=row.attempts,
+            running=row.lease_owner is not None and row.lease_expires_at >= now,
+            blocked=row.blocked_count,
+        )
+        for row in rows
+    ]
