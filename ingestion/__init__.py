@@ -15,6 +15,8 @@ from ingestion.provider import (
     IncrementalEntityProvider,
     ProviderConfigError,
     ProviderOptions,
+    Rejection,
+    RetryAfter,
 )
 from ingestion.settings import Settings
 from ingestion.state import Action, CycleStatus
@@ -33,6 +35,8 @@ __all__ = [
     "IncrementalIngestion",
     "ProviderConfigError",
     "ProviderOptions",
+    "Rejection",
+    "RetryAfter",
     "Settings",
     "entity_ref",
 ]

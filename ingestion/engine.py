@@ -21,6 +21,8 @@ from ingestion.provider import (
     EntityIteratorResult,
     IncrementalEntityProvider,
     ProviderOptions,
+    Rejection,
+    RetryAfter,
 )
 from ingestion.store import (
     Claim,
@@ -59,7 +61,7 @@ class BurstReport:
     """What one step did: the structured log line and the metrics are made from it."""
 
     provider: str
-    outcome: str  # skipped, lost, continued, done, failed, interrupted
+    outcome: str  # skipped, lost, continued, done, failed, waiting, interrupted
     cycle_id: int | None = None
     burst: int | None = None
     pages: int = 0
@@ -130,6 +132,24 @@ def prepare_page(provider_name: str, result: object, sequence: int) -> Page:
                 )
             )
         prepared[entity.ref] = entity
+    for position, rejection in enumerate(result.rejections or ()):
+        if not isinstance(rejection, Rejection):
+            rejected.append(
+                Problem(
+                    f"rejection #{position}",
+                    "rejection",
+                    f"{where}, rejection #{position}: expected Rejection, "
+                    f"got {type(rejection).__name__}",
+                )
+            )
+            continue
+        rejected.append(
+            Problem(
+                rejection.subject[:500],
+                rejection.rule[:64],
+                f"{where}, {rejection.subject}: {rejection.message}",
+            )
+        )
     return Page(list(prepared.values()), cursor, result.done, rejected, warnings)
 
 
@@ -199,6 +219,14 @@ class Engine:
         except LeaseLost as exc:
             log.warning("provider %s: burst %s stopped: %s", claim.provider, claim.burst, exc)
             report.outcome, report.reason = "interrupted", str(exc)
+            return self._finish(report, run.started)
+        except RetryAfter as exc:
+            # The source asked to wait (a rate limit): not a failure, so no backoff step.
+            report.outcome = "waiting"
+            report.reason = f"provider {claim.provider!r}, page {run.sequence}: {exc}"
+            log.warning("burst paused: %s", report.reason)
+            wait = timedelta(seconds=exc.seconds)
+            report.next = self.store.wait_burst(claim, wait, report.reason)
             return self._finish(report, run.started)
         except Exception as exc:
             where = (

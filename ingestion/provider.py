@@ -32,12 +32,39 @@ class DeferredEntity:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """Something of the source that cannot become an entity, such as a file that does not parse.
+
+    The engine records it as an error record of its page, as it does an invalid entity; the
+    rest of the page commits.
+    """
+
+    subject: str  # what was rejected: a file path, a record's id
+    message: str  # why, saying where (a line number) when the source knows
+    rule: str = "source"
+
+
+@dataclass(frozen=True)
 class EntityIteratorResult(Generic[TCursor]):
     """What ``next()`` returns: one page of entities and the cursor of the page after it."""
 
     done: bool
     entities: Sequence[DeferredEntity] = field(default_factory=tuple)
     cursor: TCursor | None = None
+    rejections: Sequence[Rejection] = field(default_factory=tuple)
+
+
+class RetryAfter(Exception):
+    """Raised by ``around()`` or ``next()`` when the source asks to wait, as a rate limit does.
+
+    The burst stops (pages already returned stay committed) and the cycle resumes after
+    ``seconds``; unlike a failure it spends no backoff step.
+    """
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        self.seconds = seconds if seconds > 0 else 0.0  # NaN and negative mean "now"
+        self.reason = reason
+        super().__init__(f"{reason} (retry after {self.seconds:g}s)")
 
 
 BurstFunction = Callable[[TContext], Any]

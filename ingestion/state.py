@@ -16,6 +16,9 @@
                                                                            |
                                                                        new cycle
 
+A burst whose source asks to wait (``RetryAfter``, a rate limit) repeats its step after the
+wait, its attempts unchanged.
+
 An operator may also *trigger* (the due step runs now), *start* (close the open cycle as
 cancelled and begin a new one now) and *cancel* (close the open cycle and rest).
 
@@ -26,7 +29,7 @@ Every function here takes the current schedule and the database's ``now`` and re
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from ingestion.provider import ProviderOptions
@@ -93,6 +96,15 @@ def after_failure(current: Schedule, now: datetime, options: ProviderOptions) ->
     return Transition(
         Schedule(Action.INGEST, now, 0), close_cycle=CycleStatus.CANCELLED, open_cycle=True
     )
+
+
+def after_rate_limit(current: Schedule, now: datetime, wait: timedelta) -> Transition:
+    """The source asked to wait (a rate limit): the same step again after ``wait``.
+
+    No attempt is counted and none is forgiven: a wait is not a failure.
+    """
+    action = Action.INGEST if current.action is Action.REST else current.action
+    return Transition(Schedule(action, now + max(wait, timedelta(0)), current.attempts))
 
 
 def operator_trigger(current: Schedule, now: datetime) -> Transition:

@@ -635,6 +635,26 @@ class Store:
             schedule = Schedule(Action(row.action), row.due_at, row.attempts)
             return self._fail(conn, row, schedule, message, now, options)
 
+    def wait_burst(self, claim: Claim, wait: timedelta, reason: str) -> Doorbell | None:
+        """Record a burst the source paused (a rate limit): its step runs again after ``wait``.
+
+        No attempt is counted. ``None`` if the step was replaced meanwhile.
+        """
+        with self._tx() as conn:
+            now = self.now(conn)
+            row = self._lock_provider(conn, claim.provider)
+            if row.ticket != claim.ticket or row.lease_owner != claim.owner:
+                return None
+            conn.execute(
+                update(m.bursts)
+                .where(m.bursts.c.id == claim.burst_id)
+                .values(outcome="waiting", error=reason, ended_at=now)
+            )
+            transition = state.after_rate_limit(
+                Schedule(Action(row.action), row.due_at, row.attempts), now, wait
+            )
+            return self._apply(conn, claim.provider, transition, row.cycle_id, now)
+
     def _sweep(
         self, conn: Connection, claim: Claim, now: datetime, options: ProviderOptions
     ) -> SweepResult:
