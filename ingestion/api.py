@@ -5,12 +5,10 @@ module; ``/entities`` reads the catalog and ``/metrics`` serves Prometheus. Ever
 ``/incremental/health`` needs ``Authorization: Bearer <INGESTION_ADMIN_TOKEN>``.
 """
 
-from __future__ import annotations
-
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -28,8 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ingestion import metrics
 from ingestion.app import IncrementalIngestion
 from ingestion.state import Action
-from ingestion.store import Doorbell, ErrorKind, UnknownProvider
-from ingestion.store import stats
+from ingestion.store import Doorbell, ErrorKind, UnknownProvider, stats
 
 log = logging.getLogger("ingestion.api")
 
@@ -206,17 +203,7 @@ def create_api(
     Refuses (:class:`InsecureConfiguration`) to build without an ``admin_token`` of at least
     16 characters, unless ``insecure`` is true: then every route is open, for local use only.
     """
-    for label, token in (("admin", admin_token), ("metrics", metrics_token)):
-        if token is not None and len(token) < MIN_TOKEN_LENGTH:
-            raise InsecureConfiguration(
-                f"the {label} token is too short: use at least {MIN_TOKEN_LENGTH} random "
-                "characters (for example: python -c 'import secrets; print(secrets.token_urlsafe())')"
-            )
-    if not admin_token and not insecure:
-        raise InsecureConfiguration(
-            "refusing to serve the admin API without a token: set INGESTION_ADMIN_TOKEN, or "
-            "pass --insecure (insecure=True) to run it open, for local use only"
-        )
+    _check_tokens(admin_token, metrics_token, insecure)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -278,6 +265,20 @@ def create_api(
     return api
 
 
+def _check_tokens(admin_token: str | None, metrics_token: str | None, insecure: bool) -> None:
+    for label, token in (("admin", admin_token), ("metrics", metrics_token)):
+        if token is not None and len(token) < MIN_TOKEN_LENGTH:
+            raise InsecureConfiguration(
+                f"the {label} token is too short: use at least {MIN_TOKEN_LENGTH} random "
+                "characters (python -c 'import secrets; print(secrets.token_urlsafe())')"
+            )
+    if not admin_token and not insecure:
+        raise InsecureConfiguration(
+            "refusing to serve the admin API without a token: set INGESTION_ADMIN_TOKEN, or "
+            "pass --insecure (insecure=True) to run it open, for local use only"
+        )
+
+
 def _incremental_router(ingestion: IncrementalIngestion) -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -301,9 +302,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def registered(name: str) -> str:
         if name not in ingestion.providers:
             known = ", ".join(sorted(ingestion.providers)) or "none"
-            raise HTTPException(
-                404, f"no provider named {name!r} is registered (known: {known})"
-            )
+            raise HTTPException(404, f"no provider named {name!r} is registered (known: {known})")
         return name
 
     Name = Annotated[str, Depends(registered)]
@@ -335,9 +334,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     @router.post("/providers/{name}/cancel", response_model=Step)
     def cancel(name: Name) -> Step:
         """Cancel the open cycle without sweeping; the provider rests until started."""
-        return steer(
-            name, ingestion.cancel, "the open cycle is cancelled; start begins a new one"
-        )
+        return steer(name, ingestion.cancel, "the open cycle is cancelled; start begins a new one")
 
     @router.delete("/providers/{name}", response_model=Step)
     def reset(name: Name) -> Step:
@@ -394,12 +391,16 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
         provider: str | None = None,
         kind: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: Annotated[str | None, Query(description="The last ref of the previous page.")] = None,
+        after: Annotated[
+            str | None, Query(description="The last ref of the previous page.")
+        ] = None,
     ) -> Entities:
         """Entities in ref order, ``limit`` at a time (keyset pagination with ``after``)."""
         if provider is not None and provider not in ingestion.providers:
             known = ", ".join(sorted(ingestion.providers)) or "none"
-            raise HTTPException(404, f"no provider named {provider!r} is registered (known: {known})")
+            raise HTTPException(
+                404, f"no provider named {provider!r} is registered (known: {known})"
+            )
         rows = ingestion.store.entities_page(
             provider=provider, kind=kind, after=after.lower() if after else None, limit=limit
         )
@@ -519,7 +520,7 @@ def database_message(exc: SQLAlchemyError) -> str:
     )
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         ErrorBody(error=message, status=status).model_dump(), status_code=status, headers=headers
     )

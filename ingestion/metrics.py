@@ -21,8 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ingestion.store import Store
-from ingestion.store import stats
+from ingestion.store import Store, stats
 
 BURST_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 CYCLE_BUCKETS: tuple[float, ...] = (

@@ -61,7 +61,5 @@ def load_ingestion(spec: str | None = None) -> IncrementalIngestion:
                 )
             value = found[0]
     if not isinstance(value, IncrementalIngestion):
-        raise AppNotFound(
-            f"{spec!r} is a {type(value).__name__}, not an IncrementalIngestion"
-        )
+        raise AppNotFound(f"{spec!r} is a {type(value).__name__}, not an IncrementalIngestion")
     return value

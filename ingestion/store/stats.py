@@ -141,9 +141,7 @@ def burst_durations(store: Store, bounds: Sequence[float]) -> list[Histogram]:
 
 def cycle_durations(store: Store, bounds: Sequence[float]) -> list[Histogram]:
     """Durations of completed cycles, from their first burst to their sweep, per provider."""
-    return _histograms(
-        store, m.cycles, m.cycles.c.status == CycleStatus.COMPLETED.value, bounds
-    )
+    return _histograms(store, m.cycles, m.cycles.c.status == CycleStatus.COMPLETED.value, bounds)
 
 
 def provider_gauges(store: Store) -> list[ProviderGauge]:
