@@ -16,7 +16,9 @@ EMBEDDED_BROKER = "filesystem://"
 class Settings(BaseSettings):
     """Engine settings; each field is read from ``INGESTION_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="INGESTION_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="INGESTION_", extra="ignore", populate_by_name=True
+    )
 
     database_url: str = Field(
         "sqlite:///ingestion.db",

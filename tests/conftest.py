@@ -142,11 +142,13 @@ class Workers:
         self.env = env
         self.queue = queue
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.files: list[Any] = []
 
     def start(
         self, name: str, *, beat: bool = False, concurrency: int = 1
     ) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
+        self.files.append(log)
         args = [
             sys.executable,
             "-m",
@@ -175,6 +177,32 @@ class Workers:
         wait_until(lambda: b" ready." in self.log(name), timeout=60, what=f"worker {name} ready")
         return proc
 
+    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
+        """A separate ``celery beat`` process: the reconciler's clock."""
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
+        self.files.append(log)
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.apps.synthetic_app",
+            "beat",
+            "--loglevel=INFO",
+            f"--schedule={self.tmp_path / (name + '-schedule')}",
+        ]
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        wait_until(lambda: b"beat: Starting" in self.log(name), timeout=60, what="beat started")
+        return proc
+
     def log(self, name: str) -> bytes:
         return (self.tmp_path / f"{name}.log").read_bytes()
 
@@ -200,6 +228,8 @@ class Workers:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
+        for file in self.files:
+            file.close()
 
 
 @pytest.fixture

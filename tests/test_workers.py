@@ -1,0 +1,192 @@
+"""Real Celery worker processes over Redis: distribution, crashes, duplicates, lost messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from ingestion import Action, CycleStatus, IncrementalIngestion
+from ingestion.tasks import BURST
+from providers.synthetic import SourceServer, SyntheticSource
+from tests.conftest import Workers, client_ingestion, wait_until
+
+pytestmark = pytest.mark.workers
+
+
+def provider_spec(server: SourceServer, **options: Any) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "burst_length": 0.4,
+        "burst_interval": 0.05,
+        "rest_length": 3600,
+        "backoff": [0.5, 0.5, 0.5],
+    }
+    defaults.update(options)
+    return {"name": "services", "url": server.url, "per_page": 25, "options": defaults}
+
+
+def completed_cycles(client: IncrementalIngestion) -> list[dict[str, Any]]:
+    return [c for c in client.store.cycles("services") if c["status"] == CycleStatus.COMPLETED]
+
+
+def wait_for_completed(client: IncrementalIngestion, count: int, timeout: float = 60) -> None:
+    wait_until(
+        lambda: len(completed_cycles(client)) >= count,
+        timeout=timeout,
+        what=f"{count} completed cycle(s)",
+    )
+
+
+@pytest.mark.timeout(120)
+def test_workers_run_cycles_by_themselves_and_the_catalog_follows_the_source(
+    database_url: str,
+    redis_url: str,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    source.delay = 0.02
+    workers = workers_factory(database_url, redis_url, [provider_spec(source_server)])
+    workers.start("w1")
+    workers.start("w2")
+    client = client_ingestion(workers)
+    # No trigger: a newly registered provider begins its first cycle on its own.
+    wait_for_completed(client, 1)
+    assert set(client.catalog.refs("services")) == source.refs()
+    first = completed_cycles(client)[0]
+    assert first["bursts"] >= 2 and first["pages"] == 24
+
+    source.drop(0.10)
+    source.grow(0.05)
+    client.start("services")
+    wait_for_completed(client, 2)
+    assert set(client.catalog.refs("services")) == source.refs()
+    assert completed_cycles(client)[0]["removed"] == 60
+    assert "burst provider=services" in workers.logs()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
+    pg_url: str,
+    redis_url: str,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    source.count, source.delay = 1000, 0.1  # 40 pages of 0.1 s, bursts of about 1.5 s
+    spec = provider_spec(source_server, burst_length=1.5)
+    workers = workers_factory(pg_url, redis_url, [spec])
+    workers.start("w1")
+    workers.start("w2")
+    workers.start_beat()
+    client = client_ingestion(workers)
+
+    def running_burst() -> dict[str, Any] | None:
+        for burst in client.store.bursts("services"):
+            if burst["outcome"] == "running" and burst["pages"] >= 2:
+                return burst
+        return None
+
+    victim_burst = wait_until(running_burst, timeout=60, what="a burst in progress")
+    victim = str(victim_burst["worker"]).split("@", 1)[0]
+    survivor = "w2" if victim == "w1" else "w1"
+    workers.kill(victim)
+
+    wait_for_completed(client, 1, timeout=90)
+    assert set(client.catalog.refs("services")) == source.refs()
+    cycle = completed_cycles(client)[0]
+    marks = client.store.marks("services", limit=1000)
+    assert sorted(m["sequence"] for m in marks) == list(range(1, 41)), "each page exactly once"
+    assert cycle["pages"] == 40 and cycle["entities"] == 1000
+    bursts = client.store.bursts("services", limit=1000)
+    lost = [b for b in bursts if b["outcome"] == "lost"]
+    assert [b["id"] for b in lost] == [victim_burst["id"]]
+    assert "never finished" in (lost[0]["error"] or "")
+    after = [b for b in bursts if b["id"] > victim_burst["id"] and b["outcome"] != "lost"]
+    assert after and all(b["worker"].startswith(f"{survivor}@") for b in after)
+    assert sum(b["pages"] for b in bursts) == 40, "no page committed twice"
+
+
+@pytest.mark.timeout(120)
+def test_one_burst_message_delivered_five_times_to_two_workers_runs_once(
+    pg_url: str,
+    redis_url: str,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    source.delay = 0.05
+    workers = workers_factory(pg_url, redis_url, [provider_spec(source_server, burst_length=1)])
+    workers.start("w1")
+    workers.start("w2")
+    client = client_ingestion(workers)
+    wait_for_completed(client, 1)  # the first cycle, begun by the workers themselves
+    bursts_before = len(client.store.bursts("services"))
+
+    doorbell = client.store.trigger("services")  # the step is recorded, no message sent
+    kwargs = {"provider": "services", "ticket": doorbell.ticket, "cycle": None, "burst": 1}
+    for _ in range(5):
+        client.tasks[BURST].apply_async(kwargs=kwargs, queue=workers.queue)
+
+    def skipped() -> int:
+        pattern = rf"skipped services ticket {doorbell.ticket}: (duplicate|stale) message"
+        return len(re.findall(pattern, workers.logs()))
+
+    wait_until(lambda: skipped() >= 4, timeout=60, what="four skipped duplicates")
+    wait_for_completed(client, 2)
+    ran = [b for b in client.store.bursts("services") if b["ticket"] == doorbell.ticket]
+    assert len(ran) == 1
+    assert skipped() == 4
+    new_bursts = len(client.store.bursts("services")) - bursts_before
+    assert new_bursts == completed_cycles(client)[0]["bursts"]
+
+
+@pytest.mark.timeout(120)
+def test_a_purged_queue_is_recovered_by_the_reconciler(
+    pg_url: str,
+    redis_url: str,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    workers = workers_factory(pg_url, redis_url, [provider_spec(source_server)])
+    client = client_ingestion(workers)
+    client.start("services")  # recorded, and its message sent to the queue ...
+    queue = redis.Redis.from_url(redis_url)
+    assert queue.llen(workers.queue) == 1
+    queue.delete(workers.queue)  # ... and lost
+    assert client.store.status("services").action is Action.INGEST
+    workers.start("w1")
+    workers.start_beat()
+    wait_for_completed(client, 1)
+    assert set(client.catalog.refs("services")) == source.refs()
+    assert "reconciler: announcing services" in workers.logs()
+
+
+@pytest.mark.timeout(120)
+def test_a_next_that_never_returns_is_stopped_by_the_time_limit_and_backs_off(
+    pg_url: str,
+    redis_url: str,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    source.delay = 30  # far beyond page_timeout (3 s): the soft time limit fires
+    spec = provider_spec(source_server, burst_length=0.5, backoff=[600])
+    workers = workers_factory(pg_url, redis_url, [spec])
+    workers.start("w1")
+    client = client_ingestion(workers)
+
+    def backing_off() -> bool:
+        if "services" not in client.store.provider_names():
+            return False  # the worker has not registered it yet
+        return client.store.status("services").action is Action.BACKOFF
+
+    wait_until(backing_off, timeout=60, what="the provider backing off")
+    status = client.store.status("services")
+    assert status.attempts == 1
+    assert "outran its time limit" in (status.last_error or "")
+    assert "provider 'services'" in (status.last_error or "")
