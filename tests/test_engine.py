@@ -175,7 +175,7 @@ def test_failures_back_off_step_by_step_then_cancel_and_start_over(
     first_cycle = doorbell.cycle_id
     source.fail_requests = 1000
     seen = []
-    for attempt, delay in [(1, 0.2), (2, 0.3)]:
+    for _ in synthetic.registered("services").options.backoff:
         report = step(synthetic, doorbell)
         assert report.outcome == "failed"
         doorbell = report.next
