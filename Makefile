@@ -25,6 +25,10 @@ test: install services
 test-fast: install services
 	$(BIN)/python -m pytest -m "not workers"
 
+## bench: the benchmarks against real Postgres, Redis and workers; writes docs/benchmarks.md
+bench: install services
+	$(BIN)/python -m bench
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,0 +1,1 @@
+"""Benchmarks of the engine against the physical limits of its parts; ``make bench`` runs them."""

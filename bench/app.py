@@ -1,0 +1,50 @@
+"""The benchmark providers and tasks; ``bench.worker`` is the module the workers load.
+
+``BENCH_PROVIDERS`` is a JSON list of ``{"name", "count", "page_size", "options"}``. The app
+also defines ``bench.relay``, a task that sends itself on and records when each hop ran: the
+floor of what one Celery task sending the next costs on the same broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from bench.source import PAGE_SIZE, BenchProvider
+from ingestion import IncrementalIngestion, Settings
+
+RELAY = "bench.relay"
+
+
+def build(
+    settings: Settings | None = None, specs: list[dict[str, Any]] | None = None
+) -> IncrementalIngestion:
+    ingestion = IncrementalIngestion(settings=settings)
+    if specs is None:
+        specs = json.loads(os.environ.get("BENCH_PROVIDERS", "[]"))
+    for spec in specs:
+        provider = BenchProvider(spec["name"], spec["count"], spec.get("page_size", PAGE_SIZE))
+        ingestion.add_provider(provider, **spec.get("options", {}))
+    _register_relay(ingestion)
+    return ingestion
+
+
+def _register_relay(ingestion: IncrementalIngestion) -> None:
+    app = ingestion.celery_app
+
+    clients: list[Any] = []
+
+    @app.task(name=RELAY, shared=False)  # type: ignore[untyped-decorator]
+    def relay(hops: int, key: str) -> None:
+        """Record when this hop started and ended (wall clock), then send the next hop."""
+        import redis
+
+        started = time.time()
+        if not clients:
+            clients.append(redis.Redis.from_url(app.conf.broker_url))
+        ended = time.time()
+        if hops > 1:
+            relay.apply_async(args=(hops - 1, key), queue=ingestion.settings.queue)
+        clients[0].rpush(key, json.dumps([started, ended]))

@@ -1,0 +1,532 @@
+"""The six figures of the benchmark, each against a baseline measured in the same run.
+
+Every function takes a :class:`Config` and returns a result that :mod:`bench.report` renders.
+Sizes are the issue's sizes times ``Config.scale``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.app import RELAY
+from bench.harness import BenchError, Postgres, Records, Worker
+from bench.source import PAGE_SIZE, bench_entity
+from ingestion.entities import prepare
+from ingestion.provider import ProviderOptions
+from ingestion.store import Store
+
+THROUGHPUT = 200_000
+MEMORY = (10_000, 100_000, 1_000_000)
+SWEEP = 1_000_000
+SWEEP_LEFT = 10  # one entity in SWEEP_LEFT has left the source
+SCHEDULING_BURSTS = 60
+REST = 86_400  # seconds: a provider rests between the cycles a benchmark starts itself
+# The target table's columns, in the order the raw writers use.
+COLUMNS = "ref, provider, location_key, entity, hash, mark_cycle, created_at, updated_at"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where and how big: sizes are the issue's sizes times ``scale``."""
+
+    workdir: Path
+    scale: float = 1.0
+    repeats: int = 3
+    pg_admin_dsn: str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    pg_host: str = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+    database: str = "ingestion_bench"
+    redis_url: str = "redis://127.0.0.1:6379/12"
+
+    def size(self, n: int) -> int:
+        return max(10, round(n * self.scale))
+
+    def postgres(self) -> Postgres:
+        return Postgres(self.database, self.pg_admin_dsn, self.pg_host)
+
+    def timeout(self, entities: int) -> float:
+        """How long one cycle of ``entities`` may take before the benchmark gives up."""
+        return 120.0 + entities / 200
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _throughput_spec(name: str, count: int, page_size: int = PAGE_SIZE) -> dict[str, Any]:
+    return {
+        "name": name,
+        "count": count,
+        "page_size": page_size,
+        "options": {"burst_interval": 0, "rest_length": REST},
+    }
+
+
+# -- the raw limit ------------------------------------------------------------------------
+
+
+def _copy_field(value: str) -> str:
+    for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+        value = value.replace(char, escaped)
+    return value
+
+
+def write_rows(path: Path, provider: str, count: int) -> Path:
+    """The rows the engine writes for ``count`` entities, in COPY text format (not timed)."""
+    stamp = "2026-01-01 00:00:00+00"
+    location = f"bench:{provider}"
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(count):
+            item = prepare(bench_entity(n), provider, location)
+            out.write(
+                "\t".join(
+                    (
+                        _copy_field(item.ref),
+                        provider,
+                        location,
+                        _copy_field(item.canonical),
+                        item.hash,
+                        "1",
+                        stamp,
+                        stamp,
+                    )
+                )
+                + "\n"
+            )
+    return path
+
+
+def raw_postgres_write(db: Postgres, rows: Path) -> float:
+    """COPY the rows into a staging table, then INSERT ... ON CONFLICT DO UPDATE: seconds."""
+    db.execute(
+        "DROP TABLE IF EXISTS bench_raw_entities",
+        "CREATE TABLE bench_raw_entities (LIKE catalog_entities INCLUDING ALL)",
+        "CHECKPOINT",
+    )
+    conn = db.connect()
+    try:
+        started = time.perf_counter()
+        with conn.cursor() as cur, rows.open("r", encoding="utf-8") as data:
+            cur.execute("CREATE TEMP TABLE bench_staging (LIKE catalog_entities) ON COMMIT DROP")
+            cur.copy_expert(f"COPY bench_staging ({COLUMNS}) FROM STDIN", data)
+            cur.execute(
+                f"INSERT INTO bench_raw_entities ({COLUMNS}) SELECT {COLUMNS} FROM bench_staging "
+                "ON CONFLICT (ref) DO UPDATE SET provider = EXCLUDED.provider, "
+                "location_key = EXCLUDED.location_key, entity = EXCLUDED.entity, "
+                "hash = EXCLUDED.hash, mark_cycle = EXCLUDED.mark_cycle, "
+                "updated_at = EXCLUDED.updated_at"
+            )
+        conn.commit()
+        seconds = time.perf_counter() - started
+    finally:
+        conn.close()
+    db.execute("DROP TABLE bench_raw_entities")
+    return seconds
+
+
+def _sqlite_rows(rows: Path) -> Iterator[list[str]]:
+    with rows.open("r", encoding="utf-8") as data:
+        for line in data:
+            yield line.rstrip("\n").split("\t")
+
+
+def raw_sqlite_write(path: Path, rows: Path) -> float:
+    """One transaction of INSERT ... ON CONFLICT DO UPDATE (executemany) on SQLite: seconds."""
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    store.dispose()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            f"INSERT INTO catalog_entities ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (ref) DO UPDATE SET provider = excluded.provider, "
+            "location_key = excluded.location_key, entity = excluded.entity, "
+            "hash = excluded.hash, mark_cycle = excluded.mark_cycle, "
+            "updated_at = excluded.updated_at",
+            _sqlite_rows(rows),
+        )
+        conn.execute("COMMIT")
+        return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+# -- 1 and 2: throughput and unchanged re-ingestion ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ThroughputRun:
+    first: float  # entities per second, first cycle (every entity new)
+    unchanged: float  # entities per second, second cycle over the same source
+    raw: float  # entities per second, COPY + INSERT ... ON CONFLICT
+    first_seconds: float
+    unchanged_seconds: float
+    raw_seconds: float
+
+
+@dataclass(frozen=True)
+class Throughput:
+    entities: int
+    runs: list[ThroughputRun]
+
+    @property
+    def ratio(self) -> float:
+        """First cycle against the raw limit (median of each run's ratio)."""
+        return median([r.first / r.raw for r in self.runs])
+
+    @property
+    def unchanged_ratio(self) -> float:
+        """Unchanged cycle against the first cycle (median of each run's ratio)."""
+        return median([r.unchanged / r.first for r in self.runs])
+
+
+def throughput(config: Config) -> Throughput:
+    """Figures 1 and 2 on Postgres and Redis, through a real worker."""
+    count = config.size(THROUGHPUT)
+    db = config.postgres().create()
+    rows = write_rows(config.workdir / "throughput.rows", "throughput", count)
+    runs: list[ThroughputRun] = []
+    try:
+        for _ in range(config.repeats):
+            db.empty()
+            raw_seconds = raw_postgres_write(db, rows)
+            db.execute("CHECKPOINT")
+            first, second = _engine_two_cycles(config, db.url, config.redis_url, count)
+            runs.append(
+                ThroughputRun(
+                    first=first.rate,
+                    unchanged=second.rate,
+                    raw=count / raw_seconds,
+                    first_seconds=first.seconds,
+                    unchanged_seconds=second.seconds,
+                    raw_seconds=raw_seconds,
+                )
+            )
+    finally:
+        rows.unlink(missing_ok=True)
+        db.drop()
+    return Throughput(count, runs)
+
+
+def _engine_two_cycles(
+    config: Config, database_url: str, broker_url: str, count: int
+) -> tuple[Any, Any]:
+    records = Records(database_url)
+    spec = _throughput_spec("throughput", count)
+    try:
+        with Worker(config.workdir, database_url, broker_url, [spec]) as worker:
+            first = records.wait_cycle("throughput", timeout=config.timeout(count))
+            _check_cycle(first, count, written=count)
+            worker.start_cycle("throughput")
+            second = records.wait_cycle(
+                "throughput", after=first.cycle_id, timeout=config.timeout(count)
+            )
+            _check_cycle(second, count, written=0)
+    finally:
+        records.close()
+    return first, second
+
+
+def _check_cycle(cycle: Any, entities: int, *, written: int) -> None:
+    if cycle.entities != entities or cycle.written != written:
+        raise BenchError(
+            f"cycle {cycle.cycle_id} marked {cycle.entities} and wrote {cycle.written} "
+            f"entities, expected {entities} and {written}"
+        )
+
+
+# -- 3: memory ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryRun:
+    entities: int
+    pool_peak: int  # bytes: the pool process that ran the bursts
+    main_peak: int  # bytes: the worker's main process
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Memory:
+    runs: list[MemoryRun]
+
+    @property
+    def growth(self) -> int:
+        """Bytes the largest cycle's pool process peaked above the smallest's."""
+        return self.runs[-1].pool_peak - self.runs[0].pool_peak
+
+
+def memory(config: Config) -> Memory:
+    """Figure 3: peak RSS of a fresh worker over one cycle of each size."""
+    db = config.postgres().create()
+    runs: list[MemoryRun] = []
+    try:
+        for size in MEMORY:
+            count = config.size(size)
+            db.empty()
+            records = Records(db.url)
+            spec = _throughput_spec("memory", count)
+            try:
+                with Worker(config.workdir, db.url, config.redis_url, [spec]) as worker:
+                    cycle = records.wait_cycle("memory", timeout=config.timeout(count))
+                    _check_cycle(cycle, count, written=count)
+                    peaks = worker.peak_rss()
+            finally:
+                records.close()
+            pool = [v for k, v in peaks.items() if k.startswith("pool")]
+            runs.append(MemoryRun(count, max(pool), peaks["main"], cycle.seconds))
+    finally:
+        db.drop()
+    return Memory(runs)
+
+
+# -- 4: sweep -----------------------------------------------------------------------------
+
+_POPULATE = """
+INSERT INTO catalog_entities ({columns})
+SELECT 'component:default/service-' || lpad(i::text, 8, '0'), %(provider)s,
+       'bench:' || %(provider)s,
+       jsonb_build_object(
+         'apiVersion', 'backstage.io/v1alpha1', 'kind', 'Component',
+         'metadata', jsonb_build_object(
+           'name', 'service-' || lpad(i::text, 8, '0'),
+           'annotations', jsonb_build_object(
+             'example.com/source', 'bench',
+             'backstage/incremental-entity-provider', %(provider)s)),
+         'spec', jsonb_build_object(
+           'type', 'service', 'owner', 'team-' || (i %% 17),
+           'description', i::text || ' ' || %(description)s)),
+       encode(sha256(convert_to(i::text, 'UTF8')), 'hex'),
+       CASE WHEN i %% %(left)s = 0 THEN %(old)s ELSE %(cycle)s END,
+       now(), now()
+FROM generate_series(0, %(count)s - 1) AS i
+"""
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    engine: float  # seconds: finish_burst(done=True), which sweeps and closes the cycle
+    raw: float  # seconds: DELETE ... WHERE NOT EXISTS over a marks table
+    removed: int
+
+
+@dataclass(frozen=True)
+class Sweep:
+    entities: int
+    runs: list[SweepRun]
+
+    @property
+    def ratio(self) -> float:
+        return median([r.engine / r.raw for r in self.runs])
+
+
+def sweep(config: Config) -> Sweep:
+    """Figure 4: the engine's sweep against a raw anti-join DELETE over the same rows."""
+    count = config.size(SWEEP)
+    expected = len(range(0, count, SWEEP_LEFT))
+    db = config.postgres().create()
+    runs: list[SweepRun] = []
+    options = ProviderOptions(rest_length=timedelta(seconds=REST))
+    lease = timedelta(minutes=30)
+    try:
+        for repeat in range(config.repeats):
+            db.empty()
+            db.execute(
+                "DROP TABLE IF EXISTS bench_sweep_raw",
+                "DROP TABLE IF EXISTS bench_sweep_marks",
+            )
+            store = Store(db.url)
+            store.ensure_providers(["sweep"])
+            claim = store.claim("sweep", 1, "bench", lease, options)
+            if not hasattr(claim, "cycle_id"):
+                raise BenchError(f"could not claim the sweep provider: {claim}")
+            _populate_sweep(db, count, claim.cycle_id)
+            raw = engine = 0.0
+            # Alternate which goes first, so neither always finds the caches warmer.
+            for which in ("engine", "raw") if repeat % 2 == 0 else ("raw", "engine"):
+                db.execute("CHECKPOINT")
+                started = time.perf_counter()
+                if which == "engine":
+                    _, result = store.finish_burst(claim, done=True, lease=lease, options=options)
+                    engine = time.perf_counter() - started
+                    removed = result.removed if result else -1
+                else:
+                    db.execute(
+                        "DELETE FROM bench_sweep_raw e WHERE e.provider = 'sweep' AND NOT EXISTS "
+                        "(SELECT 1 FROM bench_sweep_marks k WHERE k.ref = e.ref)",
+                        autocommit=False,
+                    )
+                    raw = time.perf_counter() - started
+            store.dispose()
+            if removed != expected:
+                raise BenchError(f"the sweep removed {removed} entities, expected {expected}")
+            runs.append(SweepRun(engine, raw, removed))
+    finally:
+        db.drop()
+    return Sweep(count, runs)
+
+
+def _populate_sweep(db: Postgres, count: int, cycle: int) -> None:
+    """``count`` entities of ~1 KB, one in SWEEP_LEFT marked by an older cycle; a copy of
+    them in a plain table with the refs seen this cycle in a marks table."""
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                _POPULATE.format(columns=COLUMNS),
+                {
+                    "provider": "sweep",
+                    "description": bench_entity(0)["spec"]["description"],
+                    "left": SWEEP_LEFT,
+                    "old": cycle - 1,
+                    "cycle": cycle,
+                    "count": count,
+                },
+            )
+            cur.execute("CREATE TABLE bench_sweep_raw (LIKE catalog_entities INCLUDING ALL)")
+            cur.execute("INSERT INTO bench_sweep_raw SELECT * FROM catalog_entities")
+            cur.execute("CREATE TABLE bench_sweep_marks (ref varchar(512) PRIMARY KEY)")
+            cur.execute(
+                "INSERT INTO bench_sweep_marks SELECT ref FROM catalog_entities "
+                "WHERE mark_cycle = %s",
+                (cycle,),
+            )
+        conn.commit()
+    finally:
+        conn.close()
+    db.execute(
+        "VACUUM ANALYZE catalog_entities",
+        "VACUUM ANALYZE bench_sweep_raw",
+        "VACUUM ANALYZE bench_sweep_marks",
+    )
+
+
+# -- 5: scheduling overhead ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    bursts: int
+    engine_gaps: list[float]  # seconds between one burst's end and the next one's start
+    relay_gaps: list[float]  # the same for a bare task that sends the next one
+
+    @property
+    def engine_median(self) -> float:
+        return median(self.engine_gaps)
+
+    @property
+    def relay_median(self) -> float:
+        return median(self.relay_gaps)
+
+
+def scheduling(config: Config) -> Scheduling:
+    """Figure 5: the gap between bursts with burst_interval 0 and one-entity pages, on Redis."""
+    bursts = max(10, round(SCHEDULING_BURSTS * min(1.0, config.scale * 10)))
+    spec = {
+        "name": "scheduling",
+        "count": bursts,
+        "page_size": 1,
+        "options": {"burst_interval": 0, "burst_length": 0.001, "rest_length": REST},
+    }
+    db = config.postgres().create()
+    client = redis.Redis.from_url(config.redis_url)
+    engine_gaps: list[float] = []
+    relay_gaps: list[float] = []
+    records = Records(db.url)
+    try:
+        with Worker(config.workdir, db.url, config.redis_url, [spec]) as worker:
+            after = 0
+            for repeat in range(config.repeats):
+                if repeat:
+                    worker.start_cycle("scheduling")
+                cycle = records.wait_cycle("scheduling", after=after, timeout=config.timeout(0))
+                after = cycle.cycle_id
+                times = records.bursts(cycle.cycle_id)
+                if len(times) != bursts:
+                    raise BenchError(f"cycle {after} ran {len(times)} bursts, expected {bursts}")
+                engine_gaps += [
+                    (nxt[1] - prev[2]).total_seconds() for prev, nxt in itertools.pairwise(times)
+                ]
+                key = f"bench-relay-{uuid.uuid4().hex[:8]}"
+                worker.send(RELAY, bursts, key)
+                hops = _wait_relay(client, key, bursts)
+                relay_gaps += [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(hops)]
+    finally:
+        records.close()
+        client.close()
+        db.drop()
+    return Scheduling(bursts, engine_gaps, relay_gaps)
+
+
+def _wait_relay(client: redis.Redis, key: str, hops: int) -> list[list[float]]:
+    deadline = time.monotonic() + 120
+    while client.llen(key) < hops:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the relay task made {client.llen(key)} of {hops} hops")
+        time.sleep(0.1)
+    values = [json.loads(v) for v in client.lrange(key, 0, -1)]
+    client.delete(key)
+    return sorted(values)
+
+
+# -- 6: the embedded default --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddedRun:
+    engine: float  # entities per second
+    raw: float  # entities per second, executemany INSERT ... ON CONFLICT in one transaction
+    engine_seconds: float
+    raw_seconds: float
+
+
+@dataclass(frozen=True)
+class Embedded:
+    entities: int
+    runs: list[EmbeddedRun] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return median([r.engine / r.raw for r in self.runs])
+
+
+def embedded(config: Config) -> Embedded:
+    """Figure 6: figure 1 on SQLite with the file broker, against a raw SQLite write."""
+    count = config.size(THROUGHPUT)
+    rows = write_rows(config.workdir / "embedded.rows", "throughput", count)
+    result = Embedded(count)
+    try:
+        for repeat in range(config.repeats):
+            folder = config.workdir / f"embedded-{repeat}"
+            folder.mkdir(parents=True, exist_ok=True)
+            raw_seconds = raw_sqlite_write(folder / "raw.db", rows)
+            url = f"sqlite:///{folder / 'ingestion.db'}"
+            records = Records(url)
+            spec = _throughput_spec("throughput", count)
+            try:
+                with Worker(folder, url, "filesystem://", [spec]):
+                    cycle = records.wait_cycle("throughput", timeout=config.timeout(count))
+                    _check_cycle(cycle, count, written=count)
+            finally:
+                records.close()
+            result.runs.append(
+                EmbeddedRun(cycle.rate, count / raw_seconds, cycle.seconds, raw_seconds)
+            )
+    finally:
+        rows.unlink(missing_ok=True)
+    return result

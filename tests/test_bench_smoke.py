@@ -1,0 +1,117 @@
+"""The benchmarks at a tiny size: each one runs end to end and gives sane numbers.
+
+These never assert a speed (``make bench`` measures); they keep the benchmarks from rotting.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bench import figures
+from bench.figures import Config
+from bench.report import Results, render
+from tests.conftest import PG_ADMIN_DSN, PG_HOST, REDIS_URL, ROOT
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.workers]
+
+SCALE = 0.005  # 1,000 entities for the throughput figures
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(
+        tmp_path,
+        scale=SCALE,
+        repeats=1,
+        pg_admin_dsn=PG_ADMIN_DSN,
+        pg_host=PG_HOST,
+        database=f"ingestion_bench_smoke_{os.getpid()}",
+        redis_url=f"{REDIS_URL}/12",
+    )
+
+
+def sane_rate(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def rendered(config: Config, **figure: object) -> str:
+    return render(Results(config, datetime.now(UTC), 1.0, **figure))  # type: ignore[arg-type]
+
+
+def test_throughput_and_unchanged_cycles_are_measured_against_the_raw_write(
+    config: Config,
+) -> None:
+    result = figures.throughput(config)
+
+    assert result.entities == 1000
+    [run] = result.runs
+    assert all(sane_rate(v) for v in (run.first, run.unchanged, run.raw))
+    assert run.first == pytest.approx(1000 / run.first_seconds)
+    assert sane_rate(result.ratio) and sane_rate(result.unchanged_ratio)
+    doc = rendered(config, throughput=result)
+    assert "## 1. Throughput" in doc and "| 1 | Throughput" in doc
+
+
+def test_memory_peaks_are_read_for_each_size(config: Config) -> None:
+    result = figures.memory(config)
+
+    assert [r.entities for r in result.runs] == [50, 500, 5000]
+    for run in result.runs:
+        assert 10 * 2**20 < run.pool_peak < 2 * 2**30
+        assert 10 * 2**20 < run.main_peak < 2 * 2**30
+    assert "## 3. Memory" in rendered(config, memory=result)
+
+
+def test_sweep_removes_the_missing_tenth_on_both_sides(config: Config) -> None:
+    result = figures.sweep(config)
+
+    [run] = result.runs
+    assert run.removed == 500
+    assert run.engine > 0 and run.raw > 0
+    assert "## 4. Sweep" in rendered(config, sweep=result)
+
+
+def test_scheduling_gaps_are_read_from_the_burst_records(config: Config) -> None:
+    result = figures.scheduling(config)
+
+    assert len(result.engine_gaps) == result.bursts - 1
+    assert len(result.relay_gaps) == result.bursts - 1
+    assert 0 <= result.engine_median < 10
+    assert 0 <= result.relay_median < 10
+    assert "## 5. Scheduling" in rendered(config, scheduling=result)
+
+
+def test_embedded_default_is_measured_against_a_raw_sqlite_write(config: Config) -> None:
+    result = figures.embedded(config)
+
+    [run] = result.runs
+    assert sane_rate(run.engine) and sane_rate(run.raw)
+    assert "## 6. The embedded default" in rendered(config, embedded=result)
+
+
+def test_make_bench_entry_point_writes_the_results_file(config: Config, tmp_path: Path) -> None:
+    output = tmp_path / "benchmarks.md"
+    env = {
+        **os.environ,
+        "BENCH_SCALE": str(SCALE),
+        "BENCH_REPEATS": "1",
+        "BENCH_ONLY": "sweep",
+        "BENCH_OUTPUT": str(output),
+        "BENCH_DATABASE": config.database,
+        "BENCH_PG_ADMIN_DSN": config.pg_admin_dsn,
+        "BENCH_PG_HOST": config.pg_host,
+        "BENCH_REDIS_URL": config.redis_url,
+    }
+
+    subprocess.run([sys.executable, "-m", "bench"], cwd=ROOT, env=env, check=True, timeout=100)
+
+    doc = output.read_text()
+    assert doc.startswith("# Benchmarks")
+    assert "| 4 | Sweep" in doc and "Postgres" in doc
