@@ -8,9 +8,11 @@ from typing import Any
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingestion import broker
+
 #: Used when neither INGESTION_BROKER_URL nor CELERY_BROKER_URL is set: a broker in plain files,
-#: for one machine, with no server to run.
-EMBEDDED_BROKER = "filesystem://"
+#: for one machine, with no server to run (see ingestion.broker).
+EMBEDDED_BROKER = f"{broker.SCHEME}://"
 
 
 class Settings(BaseSettings):
@@ -90,14 +92,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             }
         },
     }
-    if settings.broker_url.startswith("filesystem://"):
+    if settings.broker_url.startswith(EMBEDDED_BROKER):
         folder = settings.broker_dir.resolve()
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "messages"),
             "data_folder_out": str(folder / "messages"),
             "control_folder": str(folder / "control"),
             "processed_folder": str(folder / "processed"),
-            "store_processed": False,
+            "store_processed": True,
             "polling_interval": 0.05,
         }
     elif settings.broker_url.startswith(("redis://", "rediss://")):
@@ -107,6 +109,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def prepare_broker(settings: Settings) -> None:
     """Create the embedded broker's folders (a no-op for a broker server)."""
-    if settings.broker_url.startswith("filesystem://"):
+    if settings.broker_url.startswith(EMBEDDED_BROKER):
         for name in ("messages", "control", "processed"):
             (settings.broker_dir / name).mkdir(parents=True, exist_ok=True)

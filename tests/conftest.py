@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import text
 
 from ingestion import IncrementalIngestion, Settings
+from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import Store
 from ingestion.store.models import metadata
 from providers.synthetic import SourceServer, SyntheticSource
@@ -114,7 +115,7 @@ def make_ingestion(database_url: str, tmp_path: Path, **settings: Any) -> Increm
     """An ``IncrementalIngestion`` on ``database_url`` with a file broker under ``tmp_path``."""
     values: dict[str, Any] = {
         "database_url": database_url,
-        "broker_url": "filesystem://",
+        "broker_url": EMBEDDED_BROKER,
         "broker_dir": tmp_path / "broker",
         "page_timeout": 5.0,
         "time_limit_grace": 1.0,

@@ -542,7 +542,7 @@ class Store:
                 conn.scalars(
                     self._insert(m.entities)
                     .on_conflict_do_nothing(index_elements=["ref"])
-                    .returning(e.ref, sort_by_parameter_order=True),
+                    .returning(e.ref),
                     [
                         {
                             "ref": i.ref,
@@ -920,3 +920,10 @@ class Store:
             stmt = stmt.where(m.entities.c.provider == provider)
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
+
+    def delete_entities(self, provider: str) -> int:
+        """Remove every entity ``provider`` owns, at once (no sweep guard applies)."""
+        with self._tx() as conn:
+            return int(
+                conn.execute(delete(m.entities).where(m.entities.c.provider == provider)).rowcount
+            )
