@@ -1,0 +1,454 @@
+"""A provider for paginated HTTP/JSON APIs, configured rather than programmed.
+
+Four pagination styles: page numbers (:class:`PageNumber`), offset and limit
+(:class:`OffsetLimit`), an opaque cursor in the body (:class:`NextCursor`) and the RFC 8288
+``Link: <...>; rel="next"`` header (:class:`LinkHeader`). Each item found at ``items`` becomes
+an entity through an :class:`EntityTemplate`. A token is read from the environment when a burst
+begins; it never reaches a cursor, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import ConfigDict
+
+from ingestion.provider import (
+    DeferredEntity,
+    EntityIteratorResult,
+    IncrementalEntityProvider,
+    ProviderConfigError,
+    Rejection,
+)
+from providers._http import (
+    Secrets,
+    SourceError,
+    SourceUnavailable,
+    TokenRefused,
+    check,
+    json_body,
+    mask_in_logs,
+    on_origin,
+    read_token,
+    send,
+)
+from providers._names import entity_name
+
+__all__ = [
+    "EntityTemplate",
+    "HttpProvider",
+    "LinkHeader",
+    "NextCursor",
+    "OffsetLimit",
+    "PageNumber",
+    "Pagination",
+    "SourceError",
+    "SourceUnavailable",
+    "TokenAuth",
+    "TokenRefused",
+]
+
+Cursor = dict[str, Any]
+_FORBID = ConfigDict(extra="forbid")  # configuration files: an unknown key is an error
+_MISSING: Any = object()
+
+
+# -- pagination ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageNumber:
+    """``?page=1``, ``?page=2``... until an empty page, or until ``total_pages`` says so."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID
+    style: Literal["page"] = "page"
+    param: str = "page"
+    start: int = 1
+    size_param: str | None = None  # a page size parameter to send, such as per_page
+    size: int | None = None
+    total_pages: str | None = None  # where the body says how many pages there are
+
+    def query(self, cursor: Cursor | None) -> dict[str, Any]:
+        page = cursor["page"] if cursor else self.start
+        query: dict[str, Any] = {self.param: page}
+        if self.size_param and self.size:
+            query[self.size_param] = self.size
+        return query
+
+    def after(self, cursor: Cursor | None, body: Any, count: int) -> Cursor | None:
+        page = cursor["page"] if cursor else self.start
+        if self.total_pages is not None:
+            total = _number(body, self.total_pages, "total_pages")
+            return {"page": page + 1} if page - self.start + 1 < total else None
+        return {"page": page + 1} if count else None
+
+
+@dataclass(frozen=True)
+class OffsetLimit:
+    """``?offset=0&limit=100``, moving by the items received, until an empty page or ``total``."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID
+    style: Literal["offset"] = "offset"
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    limit: int = 100
+    total: str | None = None  # where the body says how many items there are
+
+    def query(self, cursor: Cursor | None) -> dict[str, Any]:
+        return {self.offset_param: cursor["offset"] if cursor else 0, self.limit_param: self.limit}
+
+    def after(self, cursor: Cursor | None, body: Any, count: int) -> Cursor | None:
+        offset = (cursor["offset"] if cursor else 0) + count
+        if self.total is not None:
+            return (
+                {"offset": offset}
+                if count and offset < _number(body, self.total, "total")
+                else None
+            )
+        return {"offset": offset} if count else None
+
+
+@dataclass(frozen=True)
+class NextCursor:
+    """The body gives the next page's cursor at ``path``; it is sent back as ``param``."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID
+    style: Literal["cursor"] = "cursor"
+    path: str = "next_cursor"
+    param: str = "cursor"
+
+    def query(self, cursor: Cursor | None) -> dict[str, Any]:
+        return {self.param: cursor["cursor"]} if cursor else {}
+
+    def after(self, cursor: Cursor | None, body: Any, count: int) -> Cursor | None:
+        value = lookup(body, self.path)
+        if value is _MISSING or value is None or value == "":
+            return None
+        if not isinstance(value, str | int):
+            raise SourceError(
+                f"the next cursor at {self.path!r} must be a string or a number, "
+                f"got {type(value).__name__}"
+            )
+        return {"cursor": value}
+
+
+@dataclass(frozen=True)
+class LinkHeader:
+    """Follow the ``Link: <url>; rel="next"`` header (RFC 8288) until there is none."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID
+    style: Literal["link"] = "link"
+
+
+Pagination = PageNumber | OffsetLimit | NextCursor | LinkHeader
+
+
+def _number(body: Any, path: str, option: str) -> int:
+    value = lookup(body, path)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        found = "nothing" if value is _MISSING else type(value).__name__
+        raise SourceError(f"{option}: expected a number at {path!r} in the body, found {found}")
+    return int(value)
+
+
+# -- items and entities -------------------------------------------------------------------
+
+
+def lookup(data: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (``"data.items"``, ``"owner.login"``, ``"tags.0"``).
+
+    An empty path is ``data`` itself; a path that leads nowhere gives a private sentinel that
+    callers compare with ``_MISSING``.
+    """
+    if not path:
+        return data
+    for key in path.split("."):
+        if isinstance(data, Mapping):
+            data = data.get(key, _MISSING)
+        elif isinstance(data, list) and key.isdigit() and int(key) < len(data):
+            data = data[int(key)]
+        else:
+            return _MISSING
+        if data is _MISSING:
+            return _MISSING
+    return data
+
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A template string: literal parts and item paths, in order."""
+
+    parts: tuple[tuple[bool, str], ...]  # (is_path, text)
+
+    def render(self, item: Any) -> Any:
+        if len(self.parts) == 1 and self.parts[0][0]:
+            value = lookup(item, self.parts[0][1])  # a lone placeholder keeps the value's type
+            return None if value is _MISSING else value
+        out = []
+        for is_path, text in self.parts:
+            if not is_path:
+                out.append(text)
+                continue
+            value = lookup(item, text)
+            if value is _MISSING or value is None:
+                return None
+            out.append(_scalar_text(value))
+        return "".join(out)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class EntityTemplate:
+    """How an item becomes an entity: an entity with ``{path}`` placeholders.
+
+    A string that is a single placeholder takes the item's value as it is (a list of topics
+    stays a list); placeholders inside longer text are formatted; ``{{`` and ``}}`` are
+    literal braces. A key whose value the item lacks is left out. ``apiVersion``, ``kind`` and
+    ``metadata.namespace`` take the given defaults when the template does not set them.
+    Annotation and label values are turned into strings.
+    """
+
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        *,
+        api_version: str = "backstage.io/v1alpha1",
+        kind: str = "Component",
+        namespace: str | None = None,
+        make_names_valid: bool = False,
+    ) -> None:
+        metadata = template.get("metadata")
+        if not isinstance(metadata, Mapping) or "name" not in metadata:
+            raise ProviderConfigError(
+                'entity: the template must set metadata.name, for example to "{name}"'
+            )
+        self.template = _compile(template, "entity")
+        self.api_version = api_version
+        self.kind = kind
+        self.namespace = namespace
+        self.make_names_valid = make_names_valid
+
+    def render(self, item: Any) -> dict[str, Any]:
+        """The entity of ``item``."""
+        entity = _render(self.template, item)
+        assert isinstance(entity, dict)
+        entity.setdefault("apiVersion", self.api_version)
+        entity.setdefault("kind", self.kind)
+        metadata = entity.setdefault("metadata", {})
+        if isinstance(metadata, dict):
+            if self.namespace is not None:
+                metadata.setdefault("namespace", self.namespace)
+            for key in ("annotations", "labels"):
+                values = metadata.get(key)
+                if isinstance(values, dict):
+                    metadata[key] = {
+                        k: _scalar_text(v) if isinstance(v, str | int | float | bool) else v
+                        for k, v in values.items()
+                    }
+            name = metadata.get("name")
+            if self.make_names_valid and isinstance(name, str) and name:
+                metadata["name"] = entity_name(name)
+        return entity
+
+
+def _compile(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _compile(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and ("{" in value or "}" in value):
+        parts: list[tuple[bool, str]] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(value):
+            if match.start() > position:
+                parts.append((False, value[position : match.start()]))
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                parts.append((False, token[0]))
+            elif match.group(1) is None or not match.group(1).strip():
+                raise ProviderConfigError(
+                    f"{where}: {value!r} has an unmatched or empty brace; write {{path}} for "
+                    "an item's value and {{{{ or }}}} for a literal brace"
+                )
+            else:
+                parts.append((True, match.group(1).strip()))
+            position = match.end()
+        if position < len(value):
+            parts.append((False, value[position:]))
+        if all(not is_path for is_path, _ in parts):
+            return "".join(text for _, text in parts)
+        return _Text(tuple(parts))
+    return value
+
+
+def _render(value: Any, item: Any) -> Any:
+    if isinstance(value, dict):
+        rendered = {k: _render(v, item) for k, v in value.items()}
+        return {k: v for k, v in rendered.items() if v is not None}
+    if isinstance(value, list):
+        return [v for v in (_render(v, item) for v in value) if v is not None]
+    if isinstance(value, _Text):
+        return value.render(item)
+    return value
+
+
+# -- authentication -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """A token read from the environment variable ``env`` when a burst begins.
+
+    Sent as ``<header>: <scheme> <token>`` (``Authorization: Bearer <token>`` by default;
+    no scheme sends the token alone), or as the query parameter ``query_param`` instead.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID
+    env: str
+    header: str = "Authorization"
+    scheme: str | None = "Bearer"
+    query_param: str | None = None
+
+
+# -- the provider -------------------------------------------------------------------------
+
+
+@dataclass
+class HttpSession:
+    """What ``next()`` needs during one burst: the client and the secrets to keep out of text."""
+
+    client: httpx.Client
+    secrets: Secrets
+    auth_params: dict[str, str] = field(default_factory=dict)
+
+
+class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
+    """Reads a paginated JSON API; each item at ``items`` becomes an entity via ``entity``."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        entity: EntityTemplate,
+        items: str = "",
+        pagination: Pagination | None = None,
+        params: Mapping[str, str | int | float | bool] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: TokenAuth | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.url = httpx.URL(url)
+        if self.url.scheme not in ("http", "https"):
+            raise ProviderConfigError(f"provider {name!r}: url must be http(s), got {url!r}")
+        self.entity = entity
+        self.items = items
+        self.pagination: Pagination = pagination or LinkHeader()
+        self.params = {k: _scalar_text(v) for k, v in (params or {}).items()}
+        self.headers = dict(headers or {})
+        self.auth = auth
+        self.timeout = timeout
+        if auth is not None and auth.query_param:
+            mask_in_logs([auth.query_param])
+        public = Secrets(params=[auth.query_param] if auth and auth.query_param else [])
+        self.location_key = "url:" + public.url(self.url.copy_with(query=None))
+
+    def get_provider_name(self) -> str:
+        return self.name
+
+    def around(self, burst: Callable[[HttpSession], Any]) -> None:
+        headers = {"Accept": "application/json", **self.headers}
+        auth_params: dict[str, str] = {}
+        tokens: list[str] = []
+        params = [self.auth.query_param] if self.auth and self.auth.query_param else []
+        if self.auth is not None:
+            token = read_token(self.auth.env, f"provider {self.name!r}")
+            tokens.append(token)
+            if self.auth.query_param:
+                auth_params[self.auth.query_param] = token
+            else:
+                headers[self.auth.header] = (
+                    f"{self.auth.scheme} {token}" if self.auth.scheme else token
+                )
+        with httpx.Client(
+            headers=headers, timeout=httpx.Timeout(self.timeout), follow_redirects=False
+        ) as client:
+            burst(HttpSession(client, Secrets(tokens, params), auth_params))
+
+    def next(
+        self, context: HttpSession, cursor: Cursor | None = None
+    ) -> EntityIteratorResult[Cursor]:
+        secrets = context.secrets
+        if cursor is not None and "url" in cursor:
+            url = on_origin(cursor["url"], self.url, secrets)
+            response = send(context.client, url, secrets, params=context.auth_params or None)
+        else:
+            query = {**self.params, **_query_of(self.pagination, cursor), **context.auth_params}
+            response = send(context.client, self.url, secrets, params=query)
+        check(response, secrets, self.auth.env if self.auth else None)
+        body = json_body(response, secrets)
+        where = f"GET {secrets.url(response.request.url)}"
+        items = lookup(body, self.items)
+        if not isinstance(items, list):
+            found = "nothing" if items is _MISSING else type(items).__name__
+            raise SourceError(f"{where}: expected a list of items at {self.items!r}, found {found}")
+        entities, rejections = self._entities(items, where)
+        try:
+            following = self._after(cursor, body, response, len(items), secrets)
+        except SourceError as exc:
+            raise SourceError(f"{where}: {exc}") from None
+        if following is not None and following == cursor:
+            raise SourceError(f"{where}: the next page is this page again ({following}); stopping")
+        return EntityIteratorResult(
+            done=following is None, entities=entities, cursor=following, rejections=rejections
+        )
+
+    def _entities(
+        self, items: Sequence[Any], where: str
+    ) -> tuple[list[DeferredEntity], list[Rejection]]:
+        entities: list[DeferredEntity] = []
+        rejections: list[Rejection] = []
+        for position, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                rejections.append(
+                    Rejection(
+                        f"item #{position}",
+                        f"{where}: expected a JSON object, got {type(item).__name__}",
+                        "item",
+                    )
+                )
+                continue
+            entities.append(DeferredEntity(self.entity.render(item), self.location_key))
+        return entities, rejections
+
+    def _after(
+        self,
+        cursor: Cursor | None,
+        body: Any,
+        response: httpx.Response,
+        count: int,
+        secrets: Secrets,
+    ) -> Cursor | None:
+        if isinstance(self.pagination, LinkHeader):
+            link = response.links.get("next", {}).get("url")
+            if not link:
+                return None
+            resolved = response.request.url.join(link)
+            return {"url": str(secrets.strip_params(on_origin(resolved, self.url, secrets)))}
+        return self.pagination.after(cursor, body, count)
+
+
+def _query_of(pagination: Pagination, cursor: Cursor | None) -> dict[str, Any]:
+    return {} if isinstance(pagination, LinkHeader) else pagination.query(cursor)

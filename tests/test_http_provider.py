@@ -1,0 +1,494 @@
+"""The paginated HTTP/JSON provider against a made-up API on 127.0.0.1, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from ingestion import Action, IncrementalIngestion
+from ingestion.provider import ProviderConfigError
+from ingestion.store import ErrorKind
+from ingestion.store import models as m
+from providers.http import (
+    EntityTemplate,
+    HttpProvider,
+    LinkHeader,
+    NextCursor,
+    OffsetLimit,
+    PageNumber,
+    Pagination,
+    TokenAuth,
+)
+from tests.apps.fake_apis import Answer, FakeServer, ItemsApi
+from tests.conftest import make_ingestion
+
+TOKEN = "tok-7f3a9c1e5b2d4e6f8a0b"  # made up; must never show anywhere
+TEMPLATE: dict[str, Any] = {
+    "metadata": {
+        "name": "{slug}",
+        "description": "{summary}",
+        "annotations": {"example.com/id": "{id}", "example.com/public": "{public}"},
+        "tags": "{tags}",
+    },
+    "spec": {"type": "service", "owner": "group:{team.name}", "lifecycle": "production"},
+}
+STYLES: dict[str, tuple[str, Pagination]] = {
+    "page numbers and total_pages": (
+        "/page",
+        PageNumber(size_param="per_page", size=20, total_pages="meta.pages"),
+    ),
+    "page numbers until an empty page": ("/page", PageNumber(size_param="per_page", size=20)),
+    "offset and total": ("/offset", OffsetLimit(limit=20, total="total")),
+    "offset until an empty page": ("/offset", OffsetLimit(limit=20)),
+    "cursor in the body": ("/cursor", NextCursor(path="next", param="cursor")),
+    "link header": ("/link", LinkHeader()),
+}
+
+
+def provider(
+    api: FakeServer, path: str = "/link", pagination: Pagination | None = None, **kwargs: Any
+) -> HttpProvider:
+    kwargs.setdefault("entity", EntityTemplate(TEMPLATE))
+    return HttpProvider(
+        kwargs.pop("name", "services"),
+        api.url + path,
+        items="data.items",
+        pagination=pagination or LinkHeader(),
+        **kwargs,
+    )
+
+
+def refs(ids: list[int]) -> set[str]:
+    return {f"component:default/svc-{n:04d}" for n in ids}
+
+
+def one_burst(ingestion: IncrementalIngestion, name: str) -> Any:
+    """Begin a cycle and run its first burst in this process."""
+    ingestion.store.ensure_providers([name])
+    doorbell = ingestion.store.start(name)
+    return ingestion.engine.run_step(name, doorbell.ticket, "test/1")
+
+
+def burst_error(ingestion: IncrementalIngestion, name: str) -> str:
+    [error] = ingestion.errors(name, kind=ErrorKind.BURST.value)
+    message: str = error["message"].split("\n", 1)[0]
+    return message
+
+
+# -- pagination ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_every_pagination_style_reads_the_whole_source_across_bursts(
+    style: str, database_url: str, tmp_path: Path
+) -> None:
+    # Given 95 items, 20 a page, and bursts of one page each (the cursor crosses bursts)
+    path, pagination = STYLES[style]
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=95, per_page=20) as api:
+        ingestion.add_provider(
+            provider(api, path, pagination), burst_length=0.001, burst_interval=0
+        )
+
+        # When a cycle runs
+        reports = ingestion.run_cycle("services")
+
+        # Then the catalog holds every item, read page after page
+        assert refs(api.ids()) == set(ingestion.catalog.refs("services"))
+        assert len(reports) >= 5 and reports[-1].outcome == "done"
+        pages = api.seen(path)
+        assert len(pages) in (5, 6)  # 6 when the end shows as an empty page
+        assert ingestion.errors("services") == []
+
+
+def test_page_numbers_send_the_page_and_size_parameters(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi(count=45) as api:
+        pagination = PageNumber(size_param="per_page", size=20, total_pages="meta.pages")
+        ingestion.add_provider(provider(api, "/page", pagination, params={"state": "active"}))
+        ingestion.run_cycle("services")
+        assert [r.query for r in api.seen("/page")] == [
+            {"state": "active", "page": str(n), "per_page": "20"} for n in (1, 2, 3)
+        ]
+
+
+def test_items_become_entities_through_the_template(database_url: str, tmp_path: Path) -> None:
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=10) as api:
+        ingestion.add_provider(provider(api))
+        ingestion.run_cycle("services")
+    entity = ingestion.catalog.get("component:default/svc-0007")
+    assert entity is not None
+    body = entity.entity
+    assert body["apiVersion"] == "backstage.io/v1alpha1"
+    assert body["kind"] == "Component"
+    assert body["metadata"]["description"] == "Service number 7"
+    assert body["metadata"]["tags"] == ["made-up", "tier-1"]
+    assert body["metadata"]["annotations"]["example.com/id"] == "7"
+    assert body["metadata"]["annotations"]["example.com/public"] == "false"
+    assert body["spec"] == {"type": "service", "owner": "group:team-2", "lifecycle": "production"}
+    assert entity.location_key == f"url:{api.url}/link"
+
+
+def test_a_second_cycle_after_deletions_at_the_source_sweeps_them(
+    database_url: str, tmp_path: Path
+) -> None:
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=60) as api:
+        ingestion.add_provider(provider(api, "/cursor", NextCursor("cursor", "next", "cursor")))
+        ingestion.run_cycle("services")
+        assert ingestion.catalog.count("services") == 60
+
+        api.remove({3, 4, 30, 59})
+        reports = ingestion.run_cycle("services")
+
+        assert refs(api.ids()) == set(ingestion.catalog.refs("services"))
+        assert ingestion.catalog.count("services") == 56
+        assert reports[-1].sweep is not None and reports[-1].sweep.removed == 4
+
+
+# -- the template -------------------------------------------------------------------------
+
+
+def test_the_template_fills_defaults_formats_text_and_leaves_out_what_the_item_lacks() -> None:
+    template = EntityTemplate(
+        {
+            "kind": "{kind}",
+            "metadata": {
+                "name": "{slug}",
+                "title": "{{{slug}}} of {team.name}",
+                "description": "{missing}",
+                "labels": {"tier": "{tier}", "gone": "x-{missing}"},
+                "links": [{"url": "{links.0}"}, "{links.5}"],
+            },
+        },
+        api_version="example.com/v1",
+        namespace="payments",
+    )
+
+    entity = template.render(
+        {"slug": "a", "team": {"name": "t"}, "tier": 2, "links": ["https://x"], "kind": None}
+    )
+
+    assert entity == {
+        "apiVersion": "example.com/v1",
+        "kind": "Component",
+        "metadata": {
+            "name": "a",
+            "namespace": "payments",
+            "title": "{a} of t",
+            "labels": {"tier": "2"},
+            "links": [{"url": "https://x"}],
+        },
+    }
+
+
+def test_the_template_can_make_names_valid() -> None:
+    template = EntityTemplate({"metadata": {"name": "{n}"}}, make_names_valid=True)
+    name = template.render({"n": "My Service!"})["metadata"]["name"]
+    assert name.startswith("My-Service-")
+    assert template.render({"n": "fine-name"})["metadata"]["name"] == "fine-name"
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        ({"metadata": {"name": "{slug"}}, "entity.metadata.name: '{slug' has an unmatched"),
+        ({"metadata": {"name": "{}"}}, "entity.metadata.name: '{}' has an unmatched or empty"),
+        ({"spec": {"owner": "x"}}, "the template must set metadata.name"),
+    ],
+)
+def test_an_invalid_template_is_refused_with_where(template: dict[str, Any], says: str) -> None:
+    with pytest.raises(ProviderConfigError) as raised:
+        EntityTemplate(template)
+    assert says in str(raised.value)
+
+
+def test_items_that_are_not_objects_are_rejected_alone(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi() as api:
+        api.canned.append(
+            Answer(body={"data": {"items": [{"slug": "ok-1"}, 42, {"slug": "ok-2"}]}})
+        )
+        ingestion.add_provider(provider(api))
+        ingestion.run_cycle("services")
+    assert set(ingestion.catalog.refs("services")) == {
+        "component:default/ok-1",
+        "component:default/ok-2",
+    }
+    [error] = ingestion.errors("services")
+    assert error["entity"] == "item #1"
+    assert "expected a JSON object, got int" in error["message"]
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def everything_stored(ingestion: IncrementalIngestion) -> str:
+    """Every row of every table, as text."""
+    out = []
+    with ingestion.store.engine.connect() as conn:
+        for table in m.metadata.sorted_tables:
+            out += [repr(tuple(row)) for row in conn.execute(select(table))]
+    return "\n".join(out)
+
+
+def broker_messages(tmp_path: Path) -> str:
+    return "\n".join(
+        p.read_text(errors="replace") for p in (tmp_path / "broker").rglob("*") if p.is_file()
+    )
+
+
+def test_a_bearer_token_from_the_environment_is_sent_and_shows_nowhere(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given an API that wants a token, and the token in the environment only
+    monkeypatch.setenv("TEST_API_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG)
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=50, token=TOKEN) as api:
+        http = provider(api, auth=TokenAuth("TEST_API_TOKEN"))
+        ingestion.add_provider(http, burst_length=0.001, burst_interval=0)
+
+        # When a cycle runs, a failure is recorded, and the next cycle is announced
+        ingestion.run_cycle("services")
+        api.canned.append(Answer(502, {"message": "upstream gone"}))
+        one_burst(ingestion, "services")
+        ingestion.start("services")  # a real message in the file broker
+
+    # Then every request carried it, and it is in no log, row, message or provider attribute
+    assert {r.headers["authorization"] for r in api.requests} == {f"Bearer {TOKEN}"}
+    assert ingestion.catalog.count("services") == 50
+    assert "502 Bad Gateway" in burst_error(ingestion, "services")
+    assert "HTTP Request: GET" in caplog.text  # the request log was captured
+    assert TOKEN not in caplog.text
+    assert TOKEN not in everything_stored(ingestion)
+    assert broker_messages(tmp_path) and TOKEN not in broker_messages(tmp_path)
+    assert TOKEN not in repr(vars(http))
+
+
+def test_a_token_in_a_query_parameter_is_masked_in_logs_errors_and_cursors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an API whose token goes in ?api_key= and whose Link headers repeat it
+    monkeypatch.setenv("TEST_API_TOKEN", TOKEN)
+    caplog.set_level(logging.INFO, logger="httpx")
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi(count=50, token=TOKEN) as api:
+        auth = TokenAuth("TEST_API_TOKEN", query_param="api_key")
+        ingestion.add_provider(provider(api, auth=auth), burst_length=0.001, burst_interval=0)
+        ingestion.store.ensure_providers(["services"])
+
+        # When a burst reads a page, and the next one fails with a 503
+        first = one_burst(ingestion, "services")
+        api.canned.append(Answer(503, {"message": "maintenance"}))
+        time.sleep(first.next.countdown)
+        ingestion.engine.run_step("services", first.next.ticket, "test/1")
+
+    # Then the server got the token, the stored cursor and error show the URL without it
+    assert all(r.query.get("api_key") == TOKEN for r in api.requests)
+    [mark] = ingestion.store.marks("services")
+    assert mark["cursor"] is not None and "after=" in mark["cursor"]
+    assert "api_key" not in mark["cursor"]
+    error = burst_error(ingestion, "services")
+    assert f"GET {api.url}/link?after=" in error
+    assert "api_key=***" in error
+    assert "503 Service Unavailable: maintenance" in error
+    assert "api_key=***" in caplog.text
+    assert TOKEN not in caplog.text
+    assert TOKEN not in everything_stored(ingestion)
+
+
+def test_a_missing_token_variable_fails_the_burst_naming_the_variable(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi() as api:
+        ingestion.add_provider(provider(api, auth=TokenAuth("TEST_UNSET_TOKEN_VARIABLE")))
+        report = one_burst(ingestion, "services")
+        assert api.requests == []
+    assert report.outcome == "failed"
+    assert "the environment variable TEST_UNSET_TOKEN_VARIABLE that holds the token is unset" in (
+        burst_error(ingestion, "services")
+    )
+
+
+def test_a_401_says_the_token_was_refused(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_API_TOKEN", "not-the-right-token")
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(token=TOKEN) as api:
+        ingestion.add_provider(provider(api, auth=TokenAuth("TEST_API_TOKEN")))
+        report = one_burst(ingestion, "services")
+    assert report.outcome == "failed"
+    error = burst_error(ingestion, "services")
+    assert "provider 'services'" in error
+    assert f"GET {api.url}/link answered 401 Unauthorized: invalid credentials" in error
+    assert "the server refused the token in TEST_API_TOKEN" in error
+    assert "not-the-right-token" not in everything_stored(ingestion)
+
+
+# -- failures -----------------------------------------------------------------------------
+
+
+def test_a_5xx_goes_to_backoff_with_url_status_and_what_the_server_said(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given an API that answers 502 once
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=30) as api:
+        api.canned.append(Answer(502, {"message": "bad gateway: upstream timed out"}))
+        ingestion.add_provider(provider(api), backoff=[0.01, 60])
+
+        # When the first burst runs
+        report = one_burst(ingestion, "services")
+
+        # Then it failed with a message that says provider, URL, status and the server's words
+        assert report.outcome == "failed"
+        error = burst_error(ingestion, "services")
+        assert error.startswith("provider 'services', cycle ")
+        assert (
+            f"SourceUnavailable: GET {api.url}/link answered 502 Bad Gateway: "
+            "bad gateway: upstream timed out"
+        ) in error
+        status = ingestion.store.status("services")
+        assert (status.action, status.attempts) == (Action.BACKOFF, 1)
+
+        # And the backoff burst reads the source
+        time.sleep(report.next.countdown)
+        done = ingestion.engine.run_step("services", report.next.ticket, "test/1")
+        assert done.outcome == "done"
+        assert ingestion.catalog.count("services") == 30
+
+
+def test_a_refused_connection_is_a_transient_error_naming_the_url(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed when the block ends: nothing listens there
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    ingestion.add_provider(
+        HttpProvider(
+            "services", f"http://127.0.0.1:{port}/v1/items", entity=EntityTemplate(TEMPLATE)
+        )
+    )
+    report = one_burst(ingestion, "services")
+    assert report.outcome == "failed"
+    error = burst_error(ingestion, "services")
+    assert f"SourceUnavailable: GET http://127.0.0.1:{port}/v1/items: ConnectError" in error
+    assert ingestion.store.status("services").action is Action.BACKOFF
+
+
+def test_a_server_that_does_not_answer_in_time_is_a_timeout(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi() as api:
+        api.canned.append(Answer(body={"data": {"items": []}}, delay=2.0))
+        ingestion.add_provider(provider(api, timeout=0.3))
+        started = time.monotonic()
+        report = one_burst(ingestion, "services")
+        assert time.monotonic() - started < 1.9
+    assert report.outcome == "failed"
+    assert f"GET {api.url}/link: no answer in time (ReadTimeout, timeout 0.3s)" in burst_error(
+        ingestion, "services"
+    )
+
+
+def test_a_429_with_retry_after_waits_without_spending_backoff(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi(count=40) as api:
+        api.canned.append(Answer(429, {"message": "slow down"}, {"Retry-After": "1"}))
+        ingestion.add_provider(provider(api), backoff=[100])
+        started = time.monotonic()
+        reports = ingestion.run_cycle("services")
+    assert time.monotonic() - started < 20
+    assert [r.outcome for r in reports] == ["waiting", "done"]
+    assert "429 Too Many Requests: slow down" in (reports[0].reason or "")
+    assert ingestion.catalog.count("services") == 40
+    assert ingestion.errors("services") == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (
+            Answer(raw=b"<html>oops</html>", headers={"Content-Type": "text/html"}),
+            "a body that is not JSON (text/html): <html>oops</html>",
+        ),
+        (Answer(body={"results": []}), "expected a list of items at 'data.items', found nothing"),
+        (
+            Answer(body={"data": {"items": {"a": 1}}}),
+            "expected a list of items at 'data.items', found dict",
+        ),
+        (Answer(404, {"message": "Not Found"}), "answered 404 Not Found: Not Found"),
+        (
+            Answer(301, None, {"Location": "https://elsewhere.example/v2"}),
+            "redirected to https://elsewhere.example/v2",
+        ),
+    ],
+)
+def test_a_body_or_status_the_provider_cannot_use_fails_with_what_came(
+    answer: Answer, says: str, tmp_path: Path
+) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi() as api:
+        api.canned.append(answer)
+        ingestion.add_provider(provider(api))
+        assert one_burst(ingestion, "services").outcome == "failed"
+    error = burst_error(ingestion, "services")
+    assert f"GET {api.url}/link" in error
+    assert says in error
+
+
+def test_a_next_link_to_another_origin_is_not_followed(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi() as api, FakeServer() as elsewhere:
+        link = f'<{elsewhere.url}/steal?page=2>; rel="next"'
+        api.canned.append(Answer(body={"data": {"items": []}}, headers={"Link": link}))
+        ingestion.add_provider(provider(api))
+        assert one_burst(ingestion, "services").outcome == "failed"
+        assert elsewhere.requests == []
+    assert (
+        f"the next page {elsewhere.url}/steal?page=2 is not on {api.url}; refusing to follow it"
+        in burst_error(ingestion, "services")
+    )
+
+
+def test_a_next_cursor_that_repeats_is_an_error_not_a_loop(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi() as api:
+        for _ in range(2):
+            api.canned.append(Answer(body={"data": {"items": []}, "next": "same"}))
+        ingestion.add_provider(provider(api, "/cursor", NextCursor("cursor", "next", "cursor")))
+        assert one_burst(ingestion, "services").outcome == "failed"
+    assert "the next page is this page again ({'cursor': 'same'}); stopping" in burst_error(
+        ingestion, "services"
+    )
+
+
+def test_a_total_that_is_not_a_number_says_where_it_looked(tmp_path: Path) -> None:
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi() as api:
+        api.canned.append(Answer(body={"data": {"items": [{"slug": "a"}]}, "total": "many"}))
+        ingestion.add_provider(provider(api, "/offset", OffsetLimit(total="total")))
+        assert one_burst(ingestion, "services").outcome == "failed"
+    assert "total: expected a number at 'total' in the body, found str" in burst_error(
+        ingestion, "services"
+    )
