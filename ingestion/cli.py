@@ -517,3 +517,7 @@ def main() -> None:
     with _failures():
         cli(standalone_mode=True)
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
