@@ -27,7 +27,7 @@ from ingestion import (
 )
 from ingestion.store import Doorbell
 from providers.synthetic import SourceServer, SyntheticProvider, SyntheticSource, service_entity
-from tests.conftest import make_ingestion
+from tests.conftest import make_ingestion, wait_until
 
 OWNER = "test/1"
 
@@ -531,3 +531,25 @@ def test_a_new_provider_is_registered_by_the_reconciler_and_due_at_once(
     assert [d.provider for d in due] == ["fresh"]
     report = ingestion.engine.run_step("fresh", due[0].ticket, OWNER)
     assert report.outcome == "done" and ingestion.catalog.count("fresh") == 3
+
+
+@pytest.mark.timeout(60)
+def test_a_step_due_beyond_the_countdown_cap_is_left_to_the_reconciler(
+    database_url: str, tmp_path: Path
+) -> None:
+    ingestion = make_ingestion(database_url, tmp_path, max_countdown=0.2, resend_after=0)
+    ingestion.add_provider(
+        PagesProvider("later", numbered_pages(2, 3)), burst_length=0.001, burst_interval=0.6
+    )
+    ingestion.store.ensure_providers(["later"])
+    report = step(ingestion, ingestion.store.start("later"))
+    assert report.outcome == "continued" and report.next is not None
+    assert ingestion.ring(report.next) is False, "no countdown beyond the cap is sent"
+    assert ingestion.reconcile() == [], "not due yet"
+    due = wait_until_due(ingestion)
+    assert [(d.provider, d.ticket) for d in due] == [("later", report.next.ticket)]
+
+
+def wait_until_due(ingestion: IncrementalIngestion) -> list[Doorbell]:
+    due: list[Doorbell] = wait_until(ingestion.reconcile, timeout=10, what="an announcement")
+    return due
