@@ -23,7 +23,8 @@ def alembic_config() -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade to ``revision``; safe when several workers start at once."""
     config = alembic_config()
-    with engine.begin() as conn:
+    # On SQLite a writing transaction (BEGIN IMMEDIATE) serialises concurrent migrations.
+    with engine.connect().execution_options(ingestion_write=True) as conn, conn.begin():
         if conn.dialect.name == "postgresql":
             # Workers starting together migrate one after the other, the rest find nothing to do.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})

@@ -69,8 +69,12 @@ def _connect_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite(conn: Connection) -> None:
-    # Take the write lock at BEGIN: a read-then-write transaction cannot then hit SQLITE_BUSY.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writing transaction takes the write lock at BEGIN: a read-then-write transaction can
+    # then never fail with SQLITE_BUSY halfway. Reads begin deferred and do not queue.
+    if conn.get_execution_options().get("ingestion_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -120,8 +124,11 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """A writing transaction."""
+        with self.engine.connect() as conn:
+            conn.execution_options(ingestion_write=True)
+            with conn.begin():
+                yield conn
 
     def now(self, conn: Connection) -> datetime:
         """The database's clock: every decision about what is due uses it."""
@@ -213,9 +220,9 @@ class Store:
             countdown=max(0.0, (row.due_at - now).total_seconds()),
         )
 
-    def _lock_provider(self, conn: Connection, name: str) -> Row[Any]:
+    def _lock_provider(self, conn: Connection, name: str, *, lock: bool = True) -> Row[Any]:
         stmt = select(m.providers).where(m.providers.c.name == name)
-        if self.dialect == "postgresql":
+        if lock and self.dialect == "postgresql":
             stmt = stmt.with_for_update()
         row = conn.execute(stmt).first()
         if row is None:
@@ -792,9 +799,9 @@ class Store:
             return list(conn.scalars(select(m.providers.c.name).order_by(m.providers.c.name)))
 
     def status(self, name: str) -> ProviderStatus:
-        with self._tx() as conn:
+        with self.engine.begin() as conn:
             now = self.now(conn)
-            row = self._lock_provider(conn, name)
+            row = self._lock_provider(conn, name, lock=False)
             current = None
             if row.cycle_id is not None:
                 current = _row_dict(
