@@ -10,6 +10,7 @@ reading it.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from queue import Empty
@@ -23,20 +24,20 @@ from kombu.utils.json import dumps, loads
 SCHEME = "ingestion-files"
 
 
-class Channel(filesystem.Channel):  # type: ignore[misc]
+class Channel(filesystem.Channel):
     """A file-transport channel whose messages never appear half written."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
-        name = f"{int(filesystem.monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        name = f"{int(time.monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         folder = Path(self.data_folder_out)
         partial = folder / f".partial-{uuid.uuid4()}"
         try:
-            partial.write_bytes(dumps(payload).encode())
+            partial.write_bytes(dumps(payload).encode())  # type: ignore[no-untyped-call]
             os.replace(partial, folder / name)
         except OSError as exc:
             raise ChannelError(f"cannot publish to the file broker in {folder}: {exc}") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
         suffix = f"{queue}.msg"
         inbox = Path(self.data_folder_in)
         taken = Path(self.processed_folder)
@@ -53,11 +54,11 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
                 target.unlink()
             except OSError as exc:
                 raise ChannelError(f"cannot read {target} from the file broker: {exc}") from exc
-            return loads(payload.decode())
+            return loads(payload.decode())  # type: ignore[no-untyped-call]
         raise Empty()
 
 
-class Transport(filesystem.Transport):  # type: ignore[misc]
+class Transport(filesystem.Transport):
     Channel = Channel
     driver_type = "filesystem"
     driver_name = SCHEME
