@@ -222,7 +222,10 @@ class IncrementalIngestion:
     def reconcile(self) -> list[Doorbell]:
         """Register new providers and announce every due step that no worker holds."""
         self.store.ensure_providers(self.providers)
-        due = self.store.due_steps(resend_after=timedelta(seconds=self.settings.resend_after))
+        # Providers known to the database but no longer registered here are left alone.
+        due = self.store.due_steps(
+            self.providers, resend_after=timedelta(seconds=self.settings.resend_after)
+        )
         for doorbell in due:
             log.info(
                 "reconciler: announcing %s ticket %s (%s)",
@@ -324,3 +327,14 @@ class IncrementalIngestion:
         worker_init.connect(on_worker_init, weak=False)
         worker_process_init.connect(on_process_init, weak=False)
         worker_ready.connect(on_worker_ready, weak=False)
+
+
+def __getattr__(name: str) -> Any:
+    """``celery -A ingestion.app``: the app of the configuration file named by
+    ``INGESTION_CONFIG`` (``ingestion`` gives the :class:`IncrementalIngestion` itself)."""
+    if name in ("app", "celery", "ingestion"):
+        from ingestion.config import configured_ingestion
+
+        configured = configured_ingestion()
+        return configured if name == "ingestion" else configured.celery_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

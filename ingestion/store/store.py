@@ -178,7 +178,9 @@ class Store:
             log.info("provider %s registered; its first cycle is due now", name)
         return created
 
-    def due_steps(self, *, resend_after: timedelta, limit: int = 1000) -> list[Doorbell]:
+    def due_steps(
+        self, names: Iterable[str], *, resend_after: timedelta, limit: int = 1000
+    ) -> list[Doorbell]:
         """Steps that are due, held by no live lease, and not announced in ``resend_after``.
 
         Every transition counts as an announcement (its caller sends the task), so a step whose
@@ -189,7 +191,7 @@ class Store:
             now = self.now(conn)
             rows = conn.execute(
                 select(p.name, p.ticket, p.action, p.cycle_id, p.due_at)
-                .where(p.due_at <= now)
+                .where(p.name.in_(list(names)), p.due_at <= now)
                 .where((p.lease_owner.is_(None)) | (p.lease_expires_at < now))
                 .where((p.sent_at.is_(None)) | (p.sent_at <= now - resend_after))
                 .order_by(p.due_at)
