@@ -371,10 +371,14 @@ def reset(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Purge the provider's ingestion records and begin afresh; its entities stay."""
-    if not yes and not typer.confirm(
-        f"Purge the cycles, marks, bursts and errors of {name!r} and start it afresh?"
-    ):
-        fail("reset not confirmed; nothing changed (pass --yes to skip the question)")
+    if not yes:
+        question = f"Purge the cycles, marks, bursts and errors of {name!r} and start it afresh?"
+        try:
+            confirmed = typer.confirm(question)
+        except typer.Abort:  # no answer (stdin closed)
+            confirmed = False
+        if not confirmed:
+            fail("reset not confirmed; nothing changed (pass --yes to skip the question)")
     _steer(ctx, name, IncrementalIngestion.reset, "records purged; a new cycle begins now")
 
 

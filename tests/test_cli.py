@@ -1,0 +1,285 @@
+"""The ``ingestion`` command, run as a subprocess against a real database and source."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from ingestion.store import Store
+from providers.synthetic import SourceServer
+from tests.apps.processes import Service, free_port, http_ready, ingestion_cli
+from tests.conftest import ROOT
+
+TOKEN = "cli-admin-token-0123456789abcdef"
+FAST = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
+
+
+class Cli:
+    """Runs ``ingestion --app tests.apps.synthetic_app ...`` with a test environment."""
+
+    def __init__(self, env: dict[str, str], database_url: str, tmp_path: Path) -> None:
+        self.env = env
+        self.database_url = database_url
+        self.tmp_path = tmp_path
+
+    def __call__(self, *args: str, code: int = 0, **env: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ingestion_cli(*args),
+            cwd=ROOT,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=90,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert done.returncode == code, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+    def store(self) -> Store:
+        return Store(self.database_url)
+
+
+def cli_env(database_url: str, tmp_path: Path, providers: list[dict[str, Any]]) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("INGESTION_ADMIN_TOKEN", "INGESTION_METRICS_TOKEN", "CELERY_BROKER_URL"):
+        env.pop(name, None)
+    env.update(
+        {
+            "INGESTION_APP": "tests.apps.synthetic_app",
+            "INGESTION_DATABASE_URL": database_url,
+            "INGESTION_BROKER_DIR": str(tmp_path / "broker"),
+            "TEST_PROVIDERS": json.dumps(providers),
+            "PYTHONPATH": str(ROOT),
+            "COLUMNS": "200",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path, source_server: SourceServer) -> Cli:
+    """The command on a migrated SQLite database, with ``services`` and ``broken`` (404)."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = Store(url)
+    store.migrate()
+    store.dispose()
+    providers = [
+        {"name": "services", "url": source_server.url, "per_page": 50, "options": FAST},
+        {"name": "broken", "url": source_server.url + "/missing", "options": FAST},
+    ]
+    return Cli(cli_env(url, tmp_path, providers), url, tmp_path)
+
+
+def near_now(stamp: str, within: float = 30.0) -> bool:
+    return abs((datetime.fromisoformat(stamp) - datetime.now(UTC)).total_seconds()) < within
+
+
+def test_migrate_creates_the_schema_and_never_prints_the_password(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # Given a new Postgres database, addressed with a password (trust auth ignores it)
+    name = f"{make_url(pg_url).database}_cli"
+    admin = Store(pg_url)
+    from sqlalchemy import create_engine, text
+
+    server = create_engine(make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(pg_url).set(database=name, password="s3cret-password")
+    rendered = url.render_as_string(hide_password=False)
+    try:
+        run = Cli(cli_env(rendered, tmp_path, []), rendered, tmp_path)
+        done = run("migrate")
+        assert "latest schema" in done.stdout
+        assert "s3cret-password" not in done.stdout + done.stderr
+        assert "***" in done.stdout
+        store = run.store()
+        assert store.provider_names() == []  # the tables exist
+        store.dispose()
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+def test_run_runs_one_cycle_in_the_foreground_with_progress(cli: Cli) -> None:
+    done = cli("run", "services")
+    assert "services: cycle 1 completed" in done.stdout
+    assert "600" in done.stdout
+    assert "12 pages" in done.stderr and "600 entities" in done.stderr
+    store = cli.store()
+    assert store.count_entities("services") == 600
+    store.dispose()
+
+
+def test_run_exits_non_zero_when_the_cycle_fails(cli: Cli) -> None:
+    done = cli("run", "broken", code=1)
+    assert "error: provider 'broken': the cycle did not complete" in done.stderr
+    assert "404" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_providers_and_status_show_where_each_provider_stands(cli: Cli) -> None:
+    cli("run", "services")
+
+    table = cli("providers").stdout
+    assert "services" in table and "broken" in table
+    assert "resting" in table
+    listed = cli.json("providers")
+    assert [p["name"] for p in listed] == ["broken", "services"]
+    assert listed[1]["entities"] == 600
+
+    detail = cli.json("status", "services")
+    assert detail["last_completed_cycle"]["entities"] == 600
+    assert detail["current_action"] == "resting"
+    text = cli("status", "services").stdout
+    assert "last completed" in text and "600 entities, 0 removed" in text
+    everything = cli("status").stdout
+    assert "provider services" in everything and "provider broken" in everything
+
+    missing = cli("status", "nope", code=1)
+    assert "error: no provider named 'nope' is registered (known: broken, services)" in (
+        missing.stderr
+    )
+
+
+def test_trigger_start_cancel_and_reset_steer_the_provider(cli: Cli) -> None:
+    cli("run", "services")
+    assert not near_now(cli.json("status", "services")["next_action_at"], within=600)
+
+    assert "the pending step is due now" in cli("trigger", "services").stdout
+    assert near_now(cli.json("status", "services")["next_action_at"])
+
+    assert "a new cycle begins now" in cli("start", "services").stdout
+    opened = cli.json("status", "services")
+    assert opened["next_action"] == "burst"
+    cycle = opened["current_cycle"]["id"]
+
+    assert "cancelled" in cli("cancel", "services").stdout
+    cancelled = cli.json("status", "services")
+    assert cancelled["current_action"] == "resting"
+    assert cancelled["current_cycle"] is None
+    store = cli.store()
+    assert {c["id"]: c["status"] for c in store.cycles("services")}[cycle] == "cancelled"
+
+    refused = cli("reset", "services", code=1)
+    assert "not confirmed" in refused.stderr
+    assert store.cycles("services")  # nothing purged
+    assert "records purged" in cli("reset", "services", "--yes").stdout
+    assert store.cycles("services") == []
+    assert store.count_entities("services") == 600
+    store.dispose()
+    for command in ("trigger", "start", "cancel"):
+        assert "no provider named 'nope'" in cli(command, "nope", code=1).stderr
+
+
+def test_marks_errors_and_entities(cli: Cli, source_server: SourceServer) -> None:
+    source_server.source.invalid = {2}
+    cli("run", "services")
+
+    marks = cli.json("marks", "services", "--limit", "100")
+    assert [m["sequence"] for m in marks] == list(range(12, 0, -1))
+    assert "cycle" in cli("marks", "services").stdout
+    assert "deleted 12 marks" in cli("marks", "services", "--delete").stdout
+    assert cli.json("marks", "services") == []
+
+    errors = cli.json("errors", "services")
+    assert len(errors) == 1
+    assert errors[0]["kind"] == "entity" and "bad name 2" in errors[0]["message"]
+    assert "bad name 2" in cli("errors", "services").stdout
+    assert cli.json("errors", "services", "--kind", "burst") == []
+
+    page = cli("entities", "--limit", "5").stdout
+    assert "component:default/service-0000000" in page
+    assert "next page: --after component:default/service-0000005" in page
+    everything = cli.json("entities", "--provider", "services", "--limit", "1000")
+    assert len(everything) == 599
+    after = cli.json("entities", "--after", "component:default/service-0000597")
+    assert [e["ref"] for e in after] == [
+        "component:default/service-0000598",
+        "component:default/service-0000599",
+    ]
+    one = cli.json("entities", "component:default/service-0000007")
+    assert one["entity"]["metadata"]["name"] == "service-0000007"
+    assert "no entity" in cli("entities", "component:default/nope", code=1).stderr
+
+    cli("run", "services")
+    assert "deleted 12 marks of closed cycles" in cli("cleanup").stdout
+
+
+def test_api_refuses_to_start_without_a_token_and_serves_with_one(cli: Cli) -> None:
+    refused = cli("api", code=2)
+    assert "INGESTION_ADMIN_TOKEN" in refused.stderr and "--insecure" in refused.stderr
+    port = free_port()
+    service = Service(
+        "api",
+        ingestion_cli("api", "--port", str(port)),
+        {**cli.env, "INGESTION_ADMIN_TOKEN": TOKEN},
+        cli.tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        service.wait_ready(http_ready(url + "/incremental/health"))
+        assert httpx.get(url + "/incremental/providers", timeout=10).status_code == 401
+        authorized = httpx.get(
+            url + "/incremental/providers",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+        assert authorized.status_code == 200
+        assert [p["name"] for p in authorized.json()] == ["broken", "services"]
+    finally:
+        service.stop()
+    assert "Application shutdown complete" in service.log()  # SIGTERM shuts it down cleanly
+    assert "GET /incremental/providers" in service.log()
+    assert TOKEN not in service.log()
+
+
+def test_api_insecure_flag_serves_without_a_token(cli: Cli) -> None:
+    port = free_port()
+    service = Service(
+        "api-insecure",
+        ingestion_cli("api", "--insecure", "--port", str(port)),
+        cli.env,
+        cli.tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        service.wait_ready(http_ready(url + "/incremental/health"))
+        assert httpx.get(url + "/incremental/providers", timeout=10).status_code == 200
+    finally:
+        service.stop()
+    assert "WITHOUT a token" in service.log()
+
+
+def test_a_missing_app_or_database_is_a_clear_error(cli: Cli) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "INGESTION_APP"}
+    done = subprocess.run(
+        ingestion_cli("providers"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "no app given: pass --app" in done.stderr
+    wrong = cli("--app", "no_such_module", "providers", code=2)
+    assert "cannot import the app module 'no_such_module'" in wrong.stderr
+    down = cli(
+        "providers",
+        code=1,
+        INGESTION_DATABASE_URL="postgresql+psycopg2://postgres:pw-not-shown@127.0.0.1:1/nowhere",
+    )
+    assert "the database could not answer" in down.stderr
+    assert "pw-not-shown" not in down.stderr
+    assert "Traceback" not in down.stderr
