@@ -52,6 +52,7 @@ def main() -> int:
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="ingestion-bench-") as tmp:
         config = config_from_env(Path(os.environ.get("BENCH_WORKDIR", tmp)))
+        config.workdir.mkdir(parents=True, exist_ok=True)
         for name in FIGURES:
             if name not in only:
                 continue
