@@ -25,7 +25,7 @@ from ingestion.provider import (
     Rejection,
 )
 
-__all__ = ["FilesProvider", "catalog_files"]
+__all__ = ["FilesProvider", "catalog_files", "yaml_problem"]
 
 Cursor = dict[str, str]
 LOCATION_ANNOTATION = "backstage.io/managed-by-location"
@@ -147,7 +147,7 @@ class FilesProvider(IncrementalEntityProvider[Cursor, Path]):
         try:
             documents = _documents(text)
         except yaml.YAMLError as exc:
-            return [], [Rejection(relative, _yaml_problem(exc), "yaml")]
+            return [], [Rejection(relative, yaml_problem(exc), "yaml")]
         entities: list[DeferredEntity] = []
         rejections: list[Rejection] = []
         for number, (line, document) in enumerate(documents, start=1):
@@ -187,7 +187,8 @@ def _documents(text: str) -> list[tuple[int, Any]]:
     return documents
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what a YAML error is: ``line 3, column 7: YAML error: ...``."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     if mark is None:

@@ -308,14 +308,14 @@ def _render(value: Any, item: Any) -> Any:
 
 @dataclass(frozen=True)
 class TokenAuth:
-    """A token read from the environment variable ``env`` when a burst begins.
+    """A token read from the environment variable ``token_env`` when a burst begins.
 
     Sent as ``<header>: <scheme> <token>`` (``Authorization: Bearer <token>`` by default;
     no scheme sends the token alone), or as the query parameter ``query_param`` instead.
     """
 
     __pydantic_config__: ClassVar[ConfigDict] = _FORBID
-    env: str
+    token_env: str
     header: str = "Authorization"
     scheme: str | None = "Bearer"
     query_param: str | None = None
@@ -374,7 +374,7 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
         tokens: list[str] = []
         params = [self.auth.query_param] if self.auth and self.auth.query_param else []
         if self.auth is not None:
-            token = read_token(self.auth.env, f"provider {self.name!r}")
+            token = read_token(self.auth.token_env, f"provider {self.name!r}")
             tokens.append(token)
             if self.auth.query_param:
                 auth_params[self.auth.query_param] = token
@@ -397,7 +397,7 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
         else:
             query = {**self.params, **_query_of(self.pagination, cursor), **context.auth_params}
             response = send(context.client, self.url, secrets, params=query)
-        check(response, secrets, self.auth.env if self.auth else None)
+        check(response, secrets, self.auth.token_env if self.auth else None)
         body = json_body(response, secrets)
         where = f"GET {secrets.url(response.request.url)}"
         items = lookup(body, self.items)
