@@ -42,5 +42,9 @@ format: install
 run: install
 	$(BIN)/python -m providers.demo
 
+## cluster: the docker-compose topology as local processes on the local Postgres and Redis
+cluster: install services
+	scripts/cluster.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache ingestion.db* ingestion-broker demo-data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache ingestion.db* ingestion-broker demo-data .cluster

@@ -1,0 +1,154 @@
+"""End to end: the local topology of ``make cluster`` (migration, three workers, beat, Flower,
+the API) ingests two providers, spreads their bursts over the workers, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingestion.ops.demo import demo_ref
+from ingestion.store import Store
+from providers.synthetic import SourceServer, SyntheticSource
+from tests.apps.processes import Service, free_port
+from tests.conftest import ROOT, unique, wait_until
+
+TOKEN = "cluster-admin-token-0f9e8d7c6b5a"
+FLOWER_AUTH = ("operator", "cluster-flower-password-1234")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.workers
+def test_cluster_ingests_two_providers_over_three_workers(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    sources = {
+        "services": SyntheticSource(count=1500, per_page=50, delay=0.04),
+        "libraries": SyntheticSource(count=900, per_page=50, delay=0.04),
+    }
+    with SourceServer(sources["services"]) as one, SourceServer(sources["libraries"]) as two:
+        api_port, flower_port = free_port(), free_port()
+        env = dict(os.environ)
+        env.update(
+            {
+                "INGESTION_DATABASE_URL": pg_url,
+                "CELERY_BROKER_URL": redis_url,
+                "INGESTION_QUEUE": unique("cluster-test"),
+                "INGESTION_DEMO_PROVIDERS": f"services={one.url},libraries={two.url}",
+                "INGESTION_RECONCILE_INTERVAL": "1",
+                "INGESTION_RESEND_AFTER": "1",
+                "INGESTION_ADMIN_TOKEN": TOKEN,
+                "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        run_dir = tmp_path / "cluster"
+        cluster = Service(
+            "cluster",
+            [
+                sys.executable,
+                "-m",
+                "ingestion.ops.cluster",
+                "--app=ingestion.ops.demo",
+                "--workers=3",
+                f"--run-dir={run_dir}",
+                f"--api-port={api_port}",
+                f"--flower-port={flower_port}",
+            ],
+            env,
+            tmp_path,
+        )
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{api_port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        flower = httpx.Client(
+            base_url=f"http://127.0.0.1:{flower_port}", auth=FLOWER_AUTH, timeout=30
+        )
+        pids: dict[str, int] = {}
+        try:
+            cluster.wait_ready(lambda: "cluster ready" in cluster.log(), timeout=100)
+            pids = {
+                name: int(pid)
+                for name, pid in (
+                    line.split() for line in (run_dir / "pids").read_text().splitlines()
+                )
+            }
+            assert sorted(pids) == ["api", "beat", "flower", "worker1", "worker2", "worker3"]
+
+            # When both providers have completed a cycle (seen through the API)
+            def completed() -> bool:
+                return all(
+                    api.get(f"/incremental/providers/{name}").json()["last_completed_cycle"]
+                    for name in sources
+                )
+
+            wait_until(completed, timeout=90, interval=0.5, what="a cycle of each provider")
+
+            # Then the catalog equals each source, read through the API a page at a time
+            for name, source in sources.items():
+                refs: list[str] = []
+                after = None
+                while True:
+                    params: dict[str, Any] = {"provider": name, "limit": 500}
+                    if after:
+                        params["after"] = after
+                    page = api.get("/entities", params=params).json()
+                    refs += [e["ref"] for e in page["items"]]
+                    after = page["next_after"]
+                    if after is None:
+                        break
+                assert refs == sorted(demo_ref(name, n) for n in source.members())
+            assert api.get("/incremental/health").json()["healthy"] is True
+
+            # And the bursts ran on more than one worker, as Flower and the database both show
+            workers_seen: set[str] = set()
+            for name in sources:
+                tasks = flower.get(
+                    "/api/tasks", params={"taskname": f"ingestion.burst[{name}]"}
+                ).json()
+                workers_seen |= {t["worker"].split("@")[0] for t in tasks.values() if t["worker"]}
+            assert len(workers_seen) > 1, workers_seen
+            store = Store(pg_url)
+            hosts = {b["worker"].split("@")[0] for n in sources for b in store.bursts(n)}
+            store.dispose()
+            assert len(hosts) > 1, hosts
+
+            # And the metrics, read from the database, count what every worker committed
+            text = api.get("/metrics").text
+            committed = {
+                s.labels["provider"]: s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "ingestion_entities_committed_total"
+            }
+            assert committed == {"services": 1500.0, "libraries": 900.0}
+        finally:
+            api.close()
+            flower.close()
+            # When the cluster is told to stop, every process it started ends
+            os.kill(cluster.proc.pid, signal.SIGTERM)
+            code = cluster.proc.wait(timeout=60)
+            cluster.stop()
+    assert code == 0, cluster.log()[-3000:]
+    assert "cluster stopped" in cluster.log()
+    for name, pid in pids.items():
+        assert not alive(pid), name
+    for secret in (TOKEN, FLOWER_AUTH[1]):
+        assert secret not in cluster.log()
+        for log in run_dir.glob("*.log"):
+            assert secret not in log.read_text(errors="replace"), log.name
