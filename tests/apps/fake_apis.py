@@ -217,6 +217,8 @@ class GitHubApi(FakeServer):
         self.limit = 5000
         self.remaining = 5000
         self.reset = int(time.time()) + 3600
+        self.window: float | None = None
+        self.resets: list[int] = []
 
     def names(self) -> list[str]:
         with self.lock:
@@ -227,10 +229,18 @@ class GitHubApi(FakeServer):
             self.repos = [repo for repo in self.repos if repo["name"] not in names]
 
     def limit_for(self, seconds: float, remaining: int = 0) -> None:
-        """The next requests see ``remaining`` calls left until ``seconds`` from now."""
+        """Allow ``remaining`` more requests; the one that spends the last starts a window of
+        ``seconds`` until the reset (at once if ``remaining`` is 0). ``resets`` records each."""
         with self.lock:
             self.remaining = remaining
-            self.reset = int(time.time() + seconds + 0.999)
+            self.window = seconds
+            if remaining == 0:
+                self._start_window(time.time())
+
+    def _start_window(self, now: float) -> None:
+        assert self.window is not None
+        self.reset = int(now + self.window + 0.999)
+        self.resets.append(self.reset)
 
     def answer(self, request: Request) -> Answer:
         if request.headers.get("authorization") != f"Bearer {self.token}":
@@ -238,7 +248,7 @@ class GitHubApi(FakeServer):
         with self.lock:
             now = time.time()
             if self.remaining <= 0 and now >= self.reset:
-                self.remaining, self.reset = self.limit, int(now) + 3600
+                self.remaining, self.reset, self.window = self.limit, int(now) + 3600, None
             rate = {
                 "X-RateLimit-Limit": str(self.limit),
                 "X-RateLimit-Reset": str(self.reset),
@@ -248,6 +258,9 @@ class GitHubApi(FakeServer):
                 rate["X-RateLimit-Remaining"] = "0"
                 return Answer(403, {"message": "API rate limit exceeded for user."}, rate)
             self.remaining -= 1
+            if self.remaining == 0 and self.window is not None:
+                self._start_window(now)
+            rate["X-RateLimit-Reset"] = str(self.reset)
             rate["X-RateLimit-Remaining"] = str(self.remaining)
             repos = sorted(self.repos, key=lambda r: r["full_name"].lower())
         if request.path != f"/orgs/{self.org}/repos":
