@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import threading
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -88,10 +90,21 @@ ingestion = build()
 app = ingestion.celery_app
 
 
-def serve(port: int, count: int, per_page: int) -> None:
-    """Serve a synthetic source on 127.0.0.1:``port`` until SIGTERM or SIGINT."""
+class _ListeningSourceServer(SourceServer):
+    """A source server on the interface given (0.0.0.0 in a container), not only 127.0.0.1."""
+
+    def __init__(self, source: SyntheticSource, host: str, port: int) -> None:
+        super().__init__(source, port=0)
+        self.httpd.server_close()
+        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+
+def serve(port: int, count: int, per_page: int, host: str = "127.0.0.1") -> None:
+    """Serve a synthetic source on ``host:port`` until SIGTERM or SIGINT."""
     source = SyntheticSource(count=count, per_page=per_page)
-    with SourceServer(source, port=port) as server:
+    with _ListeningSourceServer(source, host, port) as server:
         print(f"demo source with {count} services at {server.url}/services", flush=True)
         signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
@@ -100,12 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ingestion.ops.demo")
     commands = parser.add_subparsers(dest="command", required=True)
     serving = commands.add_parser("serve", help="serve a synthetic source")
+    serving.add_argument("--host", default="127.0.0.1")
     serving.add_argument("--port", type=int, required=True)
     serving.add_argument("--count", type=int, default=2000)
     serving.add_argument("--per-page", type=int, default=50)
     args = parser.parse_args()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    serve(args.port, args.count, args.per_page)
+    serve(args.port, args.count, args.per_page, args.host)
 
 
 if __name__ == "__main__":
