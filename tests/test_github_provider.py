@@ -228,6 +228,26 @@ def test_a_retry_after_date_and_a_secondary_limit_without_headers_are_waited_for
     assert (status.action, status.attempts) == (Action.INGEST, 0)
 
 
+def test_the_wait_is_measured_on_the_servers_clock_not_the_workers(
+    tmp_path: Path, token: str
+) -> None:
+    # Given a server whose clock is two hours behind ours, resetting 20 s after its own now
+    ingestion = sqlite(tmp_path)
+    server_now = time.time() - 2 * 3600
+    with GitHubApi(token=token) as api:
+        api.at[1] = Answer(
+            403,
+            {"message": "API rate limit exceeded"},
+            {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(server_now) + 20)},
+            date=server_now,
+        )
+        ingestion.add_provider(github(api))
+        report = one_burst(ingestion, "acme-repos")
+    # Then the provider waits about 20 s, not zero (our clock is past the reset)
+    assert report.outcome == "waiting"
+    assert 18 <= report.next.countdown <= 23
+
+
 def test_a_reset_too_far_away_is_not_believed(tmp_path: Path, token: str) -> None:
     ingestion = sqlite(tmp_path)
     with GitHubApi(token=token) as api:

@@ -35,6 +35,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
     delay: float = 0.0
+    date: float | None = None  # the server clock's epoch seconds in the Date header, if not now
 
 
 class FakeServer:
@@ -65,6 +66,7 @@ class FakeServer:
                 if answer.delay:
                     time.sleep(answer.delay)
                 data = answer.raw if answer.raw is not None else json.dumps(answer.body).encode()
+                self.date = answer.date
                 try:
                     self.send_response(answer.status)
                     if answer.raw is None:
@@ -79,6 +81,10 @@ class FakeServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                date = getattr(self, "date", None)
+                return super().date_time_string(date if date is not None else timestamp)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
