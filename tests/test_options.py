@@ -64,12 +64,12 @@ def test_defaults_follow_the_reference_module(ingestion: IncrementalIngestion) -
     ingestion.add_provider(Named("services"))
     options = ingestion.registered("services").options
     assert options.backoff == DEFAULT_BACKOFF
-    assert DEFAULT_BACKOFF == (
+    assert (
         timedelta(minutes=1),
         timedelta(minutes=5),
         timedelta(minutes=30),
         timedelta(hours=3),
-    )
+    ) == DEFAULT_BACKOFF
     assert options.reject_removals_above_percentage is None
     assert options.reject_empty_source_collections is False
 
