@@ -318,7 +318,6 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
         return provider_detail(ingestion, name)
 
     def steer(name: str, step: Callable[[str], Doorbell], message: str) -> Step:
-        ingestion.store.ensure_providers([name])
         return step_result(step(name), message)
 
     @router.post("/providers/{name}/trigger", response_model=Step)

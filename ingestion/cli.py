@@ -127,6 +127,8 @@ def _when(moment: datetime | None) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     whole = round(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
@@ -341,7 +343,6 @@ def _steer(
 ) -> None:
     ingestion = _ingestion(ctx)
     _registered(ingestion, name)
-    ingestion.store.ensure_providers([name])
     result = step_result(step(ingestion, name), what)
     out.print(f"{result.message}; next: {result.next_action} {_when(result.next_action_at)}")
 

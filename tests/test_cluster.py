@@ -35,11 +35,13 @@ def alive(pid: int) -> bool:
 def test_cluster_ingests_two_providers_over_three_workers(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
+    # Names of their own: Flower sees every task event on the broker, other tests' too.
+    services, libraries = unique("services"), unique("libraries")
     sources = {
-        "services": SyntheticSource(count=1500, per_page=50, delay=0.04),
-        "libraries": SyntheticSource(count=900, per_page=50, delay=0.04),
+        services: SyntheticSource(count=1500, per_page=50, delay=0.04),
+        libraries: SyntheticSource(count=900, per_page=50, delay=0.04),
     }
-    with SourceServer(sources["services"]) as one, SourceServer(sources["libraries"]) as two:
+    with SourceServer(sources[services]) as one, SourceServer(sources[libraries]) as two:
         api_port, flower_port = free_port(), free_port()
         env = dict(os.environ)
         env.update(
@@ -47,7 +49,7 @@ def test_cluster_ingests_two_providers_over_three_workers(
                 "INGESTION_DATABASE_URL": pg_url,
                 "CELERY_BROKER_URL": redis_url,
                 "INGESTION_QUEUE": unique("cluster-test"),
-                "INGESTION_DEMO_PROVIDERS": f"services={one.url},libraries={two.url}",
+                "INGESTION_DEMO_PROVIDERS": f"{services}={one.url},{libraries}={two.url}",
                 "INGESTION_RECONCILE_INTERVAL": "1",
                 "INGESTION_RESEND_AFTER": "1",
                 "INGESTION_ADMIN_TOKEN": TOKEN,
@@ -136,7 +138,7 @@ def test_cluster_ingests_two_providers_over_three_workers(
                 for s in f.samples
                 if s.name == "ingestion_entities_committed_total"
             }
-            assert committed == {"services": 1500.0, "libraries": 900.0}
+            assert committed == {services: 1500.0, libraries: 900.0}
         finally:
             api.close()
             flower.close()

@@ -23,6 +23,8 @@ FLOWER_USER, FLOWER_PASSWORD = "operator", "flower-password-1a2b3c4d"
 def test_flower_lists_each_providers_bursts_with_readable_arguments(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
+    # A name of its own: Flower sees every task event on the broker, other tests' too.
+    name = unique("services")
     source = SyntheticSource(count=600, per_page=50, delay=0.05)
     with SourceServer(source) as server:
         env = dict(os.environ)
@@ -31,7 +33,7 @@ def test_flower_lists_each_providers_bursts_with_readable_arguments(
                 "INGESTION_DATABASE_URL": pg_url,
                 "CELERY_BROKER_URL": redis_url,
                 "INGESTION_QUEUE": unique("flower-test"),
-                "INGESTION_DEMO_PROVIDERS": f"services={server.url}",
+                "INGESTION_DEMO_PROVIDERS": f"{name}={server.url}",
                 "INGESTION_DEMO_TOKEN": PROVIDER_TOKEN,
                 "INGESTION_ADMIN_TOKEN": ADMIN_TOKEN,
                 "INGESTION_RECONCILE_INTERVAL": "1",
@@ -69,13 +71,13 @@ def test_flower_lists_each_providers_bursts_with_readable_arguments(
             store = Store(pg_url)
             wait_until(
                 lambda: (
-                    store.provider_names() == ["services"]
-                    and store.status("services").last_completed_cycle is not None
+                    store.provider_names() == [name]
+                    and store.status(name).last_completed_cycle is not None
                 ),
                 timeout=60,
-                what="the first cycle of services",
+                what="the first cycle",
             )
-            bursts = store.bursts("services")
+            bursts = store.bursts(name)
             store.dispose()
             assert len(bursts) >= 2
 
@@ -86,7 +88,7 @@ def test_flower_lists_each_providers_bursts_with_readable_arguments(
             def flower_bursts() -> dict[str, Any] | None:
                 response = httpx.get(
                     flower_url + "/api/tasks",
-                    params={"taskname": "ingestion.burst[services]"},
+                    params={"taskname": f"ingestion.burst[{name}]"},
                     auth=auth,
                     timeout=10,
                 )
@@ -97,9 +99,9 @@ def test_flower_lists_each_providers_bursts_with_readable_arguments(
 
             tasks = wait_until(flower_bursts, timeout=30, what="Flower to see every burst")
             for task in tasks.values():
-                assert task["name"] == "ingestion.burst[services]"
+                assert task["name"] == f"ingestion.burst[{name}]"
                 assert task["worker"].startswith("flower-worker@")
-                assert "'provider': 'services'" in task["kwargs"]
+                assert f"'provider': '{name}'" in task["kwargs"]
                 assert "'cycle': " in task["kwargs"] and "'ticket': " in task["kwargs"]
                 assert task["args"] == "()"
             outcomes = [t["result"] for t in tasks.values() if t["state"] == "SUCCESS"]
@@ -123,4 +125,4 @@ def test_flower_lists_each_providers_bursts_with_readable_arguments(
     for text in seen:
         for secret in (ADMIN_TOKEN, PROVIDER_TOKEN, FLOWER_PASSWORD):
             assert secret not in text
-    assert "burst provider=services" in seen[3]
+    assert f"burst provider={name}" in seen[3]
