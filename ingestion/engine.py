@@ -150,7 +150,12 @@ def prepare_page(provider_name: str, result: object, sequence: int) -> Page:
                 f"{where}, {rejection.subject}: {rejection.message}",
             )
         )
-    return Page(list(prepared.values()), cursor, result.done, rejected, warnings)
+    kept = [
+        r.location_key
+        for r in result.rejections or ()
+        if isinstance(r, Rejection) and isinstance(r.location_key, str)
+    ]
+    return Page(list(prepared.values()), cursor, result.done, rejected, warnings, kept)
 
 
 def _describe_failure(exc: BaseException, where: str, timeout: float) -> str:

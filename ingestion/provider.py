@@ -36,12 +36,15 @@ class Rejection:
     """Something of the source that cannot become an entity, such as a file that does not parse.
 
     The engine records it as an error record of its page, as it does an invalid entity; the
-    rest of the page commits.
+    rest of the page commits. With a ``location_key``, the entities last reported under that key
+    count as seen in this cycle: a source that cannot be read at one place must not make the
+    sweep remove what it holds there.
     """
 
     subject: str  # what was rejected: a file path, a record's id
     message: str  # why, saying where (a line number) when the source knows
     rule: str = "source"
+    location_key: str | None = None
 
 
 @dataclass(frozen=True)

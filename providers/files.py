@@ -137,17 +137,23 @@ class FilesProvider(IncrementalEntityProvider[Cursor, Path]):
                         relative,
                         f"{size} bytes, above the {self.max_file_bytes} byte limit",
                         "size",
+                        location,
                     )
                 ]
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
-            return [], [Rejection(relative, f"not UTF-8 text (byte {exc.start})", "encoding")]
+            return [], [
+                Rejection(relative, f"not UTF-8 text (byte {exc.start})", "encoding", location)
+            ]
         except OSError as exc:
-            return [], [Rejection(relative, f"cannot be read: {exc.strerror or exc}", "read")]
+            return [], [
+                Rejection(relative, f"cannot be read: {exc.strerror or exc}", "read", location)
+            ]
         try:
             documents = _documents(text)
         except yaml.YAMLError as exc:
-            return [], [Rejection(relative, yaml_problem(exc), "yaml")]
+            # The file is there but unreadable: what it held stays until it parses again.
+            return [], [Rejection(relative, yaml_problem(exc), "yaml", location)]
         entities: list[DeferredEntity] = []
         rejections: list[Rejection] = []
         for number, (line, document) in enumerate(documents, start=1):

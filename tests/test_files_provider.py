@@ -236,3 +236,29 @@ def test_a_missing_directory_fails_the_burst_and_sweeps_nothing(
 def test_files_per_page_must_be_positive() -> None:
     with pytest.raises(ValueError, match="files_per_page must be at least 1"):
         FilesProvider("catalog", ".", files_per_page=0)
+
+
+def test_entities_of_a_file_that_stops_parsing_are_kept_until_it_parses_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given a catalog ingested once
+    root = tmp_path / "catalog"
+    refs = make_tree(root, teams=4)
+    ingestion = make_ingestion(database_url, tmp_path)
+    ingestion.add_provider(files(root, files_per_page=2))
+    ingestion.run_cycle("catalog")
+    assert set(ingestion.catalog.refs("catalog")) == refs
+
+    # When one file breaks and a cycle runs
+    path = root / "team-01/catalog-info.yaml"
+    good = path.read_text()
+    path.write_text(good + "spec: [unclosed\n")
+    reports = ingestion.run_cycle("catalog")
+
+    # Then its entity is reported, not swept; once it parses again the catalog follows it
+    assert reports[-1].sweep is not None and reports[-1].sweep.removed == 0
+    assert set(ingestion.catalog.refs("catalog")) == refs
+    assert [e["rule"] for e in ingestion.errors("catalog")] == ["yaml"]
+    path.unlink()
+    ingestion.run_cycle("catalog")
+    assert set(ingestion.catalog.refs("catalog")) == refs - {"component:default/svc-01"}

@@ -38,6 +38,8 @@ class Page:
     done: bool
     rejected: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    # Locations the source could not read: what they held stays marked, not swept.
+    kept_locations: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -457,6 +457,17 @@ class Store:
             now = self.now(conn)
             self._hold(conn, claim, now, lease)
             written, unchanged, conflicts = self._upsert(conn, claim, page, now)
+            if page.kept_locations:
+                e = m.entities.c
+                conn.execute(
+                    update(m.entities)
+                    .where(
+                        e.provider == claim.provider,
+                        e.location_key.in_(page.kept_locations),
+                        e.mark_cycle < claim.cycle_id,
+                    )
+                    .values(mark_cycle=claim.cycle_id)
+                )
             rejected = [*page.rejected, *conflicts]
             conn.execute(
                 insert(m.marks).values(
