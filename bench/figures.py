@@ -25,6 +25,7 @@ from bench.harness import BenchError, Postgres, Records, Worker
 from bench.source import PAGE_SIZE, bench_entity
 from ingestion.entities import prepare
 from ingestion.provider import ProviderOptions
+from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import Store
 
 THROUGHPUT = 200_000
@@ -519,7 +520,7 @@ def embedded(config: Config) -> Embedded:
             records = Records(url)
             spec = _throughput_spec("throughput", count)
             try:
-                with Worker(folder, url, "filesystem://", [spec]):
+                with Worker(folder, url, EMBEDDED_BROKER, [spec]):
                     cycle = records.wait_cycle("throughput", timeout=config.timeout(count))
                     _check_cycle(cycle, count, written=count)
             finally:

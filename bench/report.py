@@ -25,6 +25,7 @@ from bench.figures import (
     Throughput,
     median,
 )
+from ingestion.settings import EMBEDDED_BROKER
 
 MIB = 1024 * 1024
 
@@ -292,7 +293,7 @@ def _embedded(em: Embedded) -> list[str]:
     return [
         "## 6. The embedded default (SQLite, file broker)",
         "",
-        f"Figure 1 with `sqlite:///` and `filesystem://`: {em.entities:,} entities through a "
+        f"Figure 1 with `sqlite:///` and `{EMBEDDED_BROKER}`: {em.entities:,} entities through a "
         "real worker. The baseline is the same rows written into a fresh database of the same "
         "schema by one `executemany` of `INSERT ... ON CONFLICT DO UPDATE` in one transaction.",
         "",

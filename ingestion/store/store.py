@@ -22,6 +22,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from ingestion import state
+from ingestion.entities import PreparedEntity
 from ingestion.provider import ProviderOptions
 from ingestion.state import Action, CycleStatus, Schedule, Transition
 from ingestion.store import models as m
@@ -46,6 +48,42 @@ from ingestion.store.records import (
 )
 
 log = logging.getLogger("ingestion.store")
+
+
+# Postgres writes a page with one statement per kind of row, its columns sent as arrays: no
+# per-entity statement, parameter or row of Python work in the driver.
+_PAGE = (
+    "unnest(CAST(:refs AS text[]), CAST(:locations AS text[]), CAST(:bodies AS text[]), "
+    "CAST(:hashes AS text[])) AS page (ref, location_key, entity, hash)"
+)
+_PG_EXISTING = text(
+    "SELECT ref, provider, hash FROM catalog_entities WHERE ref = ANY(CAST(:refs AS text[]))"
+)
+_PG_INSERT_NEW = text(
+    "INSERT INTO catalog_entities "
+    "(ref, provider, location_key, entity, hash, mark_cycle, created_at, updated_at) "
+    "SELECT page.ref, :provider, page.location_key, CAST(page.entity AS jsonb), page.hash, "
+    f":cycle, :now, :now FROM {_PAGE} "
+    "ON CONFLICT (ref) DO NOTHING RETURNING ref"
+)
+_PG_UPDATE_CHANGED = text(
+    "UPDATE catalog_entities AS e SET entity = CAST(page.entity AS jsonb), hash = page.hash, "
+    "location_key = page.location_key, mark_cycle = :cycle, updated_at = :now "
+    f"FROM {_PAGE} WHERE e.ref = page.ref AND e.provider = :provider"
+)
+_PG_MARK_SAME = text(
+    "UPDATE catalog_entities SET mark_cycle = :cycle "
+    "WHERE ref = ANY(CAST(:refs AS text[])) AND provider = :provider"
+)
+
+
+def _page_arrays(items: Sequence[PreparedEntity]) -> dict[str, list[Any]]:
+    return {
+        "refs": [i.ref for i in items],
+        "locations": [i.location_key for i in items],
+        "bodies": [i.canonical for i in items],
+        "hashes": [i.hash for i in items],
+    }
 
 
 class LeaseLost(RuntimeError):
@@ -532,12 +570,13 @@ class Store:
             return 0, 0, []
         e = m.entities.c
         by_ref = {item.ref: item for item in page.entities}
-        existing = {
-            row.ref: row
-            for row in conn.execute(
-                select(e.ref, e.provider, e.hash).where(e.ref.in_(list(by_ref)))
-            )
-        }
+        postgres = self.dialect == "postgresql"
+        found = (
+            conn.execute(_PG_EXISTING, {"refs": list(by_ref)})
+            if postgres
+            else conn.execute(select(e.ref, e.provider, e.hash).where(e.ref.in_(list(by_ref))))
+        )
+        existing = {row.ref: row for row in found}
         conflicts: list[Problem] = []
         new, changed, same = [], [], []
         for ref, item in by_ref.items():
@@ -557,67 +596,102 @@ class Store:
                 same.append(ref)
             else:
                 changed.append(item)
-        if new:
-            inserted = set(
+        inserted = self._insert_new(conn, claim, new, now) if new else set()
+        for item in new:
+            if item.ref not in inserted:  # another provider wrote it a moment ago
+                conflicts.append(
+                    Problem(
+                        item.name,
+                        "owner",
+                        f"{item.ref} was just written by another provider; not overwritten",
+                        item.ref,
+                    )
+                )
+        if changed:
+            self._rewrite_changed(conn, claim, changed, now)
+        if same:
+            self._mark_unchanged(conn, claim, same)
+        return len(inserted) + len(changed), len(same), conflicts
+
+    def _insert_new(
+        self, conn: Connection, claim: Claim, new: list[PreparedEntity], now: datetime
+    ) -> set[str]:
+        """Insert entities no one owns; the refs actually inserted (a race may lose some)."""
+        if self.dialect == "postgresql":
+            arrays = _page_arrays(new)
+            return set(
                 conn.scalars(
-                    self._insert(m.entities)
-                    .on_conflict_do_nothing(index_elements=["ref"])
-                    .returning(e.ref),
-                    [
-                        {
-                            "ref": i.ref,
-                            "provider": claim.provider,
-                            "location_key": i.location_key,
-                            "entity": i.canonical,
-                            "hash": i.hash,
-                            "mark_cycle": claim.cycle_id,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for i in new
-                    ],
+                    _PG_INSERT_NEW,
+                    {"provider": claim.provider, "cycle": claim.cycle_id, "now": now, **arrays},
                 )
             )
-            for item in new:
-                if item.ref not in inserted:  # another provider wrote it a moment ago
-                    conflicts.append(
-                        Problem(
-                            item.name,
-                            "owner",
-                            f"{item.ref} was just written by another provider; not overwritten",
-                            item.ref,
-                        )
-                    )
-        else:
-            inserted = set()
-        if changed:
-            conn.execute(
-                update(m.entities)
-                .where(e.ref == bindparam("b_ref"), e.provider == claim.provider)
-                .values(
-                    entity=bindparam("b_entity"),
-                    hash=bindparam("b_hash"),
-                    location_key=bindparam("b_location"),
-                    mark_cycle=claim.cycle_id,
-                    updated_at=now,
-                ),
+        return set(
+            conn.scalars(
+                self._insert(m.entities)
+                .on_conflict_do_nothing(index_elements=["ref"])
+                .returning(m.entities.c.ref),
                 [
                     {
-                        "b_ref": i.ref,
-                        "b_entity": i.canonical,
-                        "b_hash": i.hash,
-                        "b_location": i.location_key,
+                        "ref": i.ref,
+                        "provider": claim.provider,
+                        "location_key": i.location_key,
+                        "entity": i.canonical,
+                        "hash": i.hash,
+                        "mark_cycle": claim.cycle_id,
+                        "created_at": now,
+                        "updated_at": now,
                     }
-                    for i in changed
+                    for i in new
                 ],
             )
-        if same:
+        )
+
+    def _rewrite_changed(
+        self, conn: Connection, claim: Claim, changed: list[PreparedEntity], now: datetime
+    ) -> None:
+        """Rewrite the body of entities this provider owns whose content changed, and mark them."""
+        if self.dialect == "postgresql":
+            arrays = _page_arrays(changed)
             conn.execute(
-                update(m.entities)
-                .where(e.ref.in_(same), e.provider == claim.provider)
-                .values(mark_cycle=claim.cycle_id)
+                _PG_UPDATE_CHANGED,
+                {"provider": claim.provider, "cycle": claim.cycle_id, "now": now, **arrays},
             )
-        return len(inserted) + len(changed), len(same), conflicts
+            return
+        e = m.entities.c
+        conn.execute(
+            update(m.entities)
+            .where(e.ref == bindparam("b_ref"), e.provider == claim.provider)
+            .values(
+                entity=bindparam("b_entity"),
+                hash=bindparam("b_hash"),
+                location_key=bindparam("b_location"),
+                mark_cycle=claim.cycle_id,
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_ref": i.ref,
+                    "b_entity": i.canonical,
+                    "b_hash": i.hash,
+                    "b_location": i.location_key,
+                }
+                for i in changed
+            ],
+        )
+
+    def _mark_unchanged(self, conn: Connection, claim: Claim, refs: list[str]) -> None:
+        """Mark entities whose content did not change, without rewriting their body."""
+        if self.dialect == "postgresql":
+            conn.execute(
+                _PG_MARK_SAME, {"refs": refs, "cycle": claim.cycle_id, "provider": claim.provider}
+            )
+            return
+        e = m.entities.c
+        conn.execute(
+            update(m.entities)
+            .where(e.ref.in_(refs), e.provider == claim.provider)
+            .values(mark_cycle=claim.cycle_id)
+        )
 
     def finish_burst(
         self, claim: Claim, *, done: bool, lease: timedelta, options: ProviderOptions
