@@ -157,7 +157,7 @@ def test_providers_and_status_show_where_each_provider_stands(cli: Cli) -> None:
     )
 
 
-def test_trigger_start_cancel_and_reset_steer_the_provider(cli: Cli) -> None:
+def test_trigger_start_and_cancel_steer_the_provider(cli: Cli) -> None:
     cli("run", "services")
     assert not near_now(cli.json("status", "services")["next_action_at"], within=600)
 
@@ -175,7 +175,14 @@ def test_trigger_start_cancel_and_reset_steer_the_provider(cli: Cli) -> None:
     assert cancelled["current_cycle"] is None
     store = cli.store()
     assert {c["id"]: c["status"] for c in store.cycles("services")}[cycle] == "cancelled"
+    store.dispose()
+    for command in ("trigger", "start", "cancel"):
+        assert "no provider named 'nope'" in cli(command, "nope", code=1).stderr
 
+
+def test_reset_asks_first_then_purges_the_records_and_keeps_the_entities(cli: Cli) -> None:
+    cli("run", "services")
+    store = cli.store()
     refused = cli("reset", "services", code=1)
     assert "not confirmed" in refused.stderr
     assert store.cycles("services")  # nothing purged
@@ -183,11 +190,9 @@ def test_trigger_start_cancel_and_reset_steer_the_provider(cli: Cli) -> None:
     assert store.cycles("services") == []
     assert store.count_entities("services") == 600
     store.dispose()
-    for command in ("trigger", "start", "cancel"):
-        assert "no provider named 'nope'" in cli(command, "nope", code=1).stderr
 
 
-def test_marks_errors_and_entities(cli: Cli, source_server: SourceServer) -> None:
+def test_marks_and_errors(cli: Cli, source_server: SourceServer) -> None:
     source_server.source.invalid = {2}
     cli("run", "services")
 
@@ -203,6 +208,15 @@ def test_marks_errors_and_entities(cli: Cli, source_server: SourceServer) -> Non
     assert "bad name 2" in cli("errors", "services").stdout
     assert cli.json("errors", "services", "--kind", "burst") == []
 
+    cli("run", "services")
+    assert "deleted 12 marks of closed cycles" in cli("cleanup").stdout
+
+
+def test_entities_pages_through_the_catalog_and_shows_one(
+    cli: Cli, source_server: SourceServer
+) -> None:
+    source_server.source.invalid = {2}
+    cli("run", "services")
     page = cli("entities", "--limit", "5").stdout
     assert "component:default/service-0000000" in page
     assert "next page: --after component:default/service-0000005" in page
@@ -216,9 +230,6 @@ def test_marks_errors_and_entities(cli: Cli, source_server: SourceServer) -> Non
     one = cli.json("entities", "component:default/service-0000007")
     assert one["entity"]["metadata"]["name"] == "service-0000007"
     assert "no entity" in cli("entities", "component:default/nope", code=1).stderr
-
-    cli("run", "services")
-    assert "deleted 12 marks of closed cycles" in cli("cleanup").stdout
 
 
 def test_api_refuses_to_start_without_a_token_and_serves_with_one(cli: Cli) -> None:
