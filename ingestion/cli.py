@@ -96,6 +96,8 @@ def _ingestion(ctx: typer.Context) -> IncrementalIngestion:
         fail(str(exc), 2)
     except ProviderConfigError as exc:
         fail(f"the app's provider configuration is invalid: {exc}", 2)
+    except ValueError as exc:  # the app refused its configuration, saying why
+        fail(str(exc), 2)
 
 
 def _registered(ingestion: IncrementalIngestion, name: str) -> None:
