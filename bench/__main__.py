@@ -1,8 +1,9 @@
 """``python -m bench``: run the benchmarks and write ``docs/benchmarks.md``.
 
 Environment: ``BENCH_SCALE`` (sizes, default 1), ``BENCH_REPEATS`` (default 3), ``BENCH_ONLY``
-(comma-separated figures: throughput, memory, sweep, scheduling, embedded), ``BENCH_OUTPUT``
-(default docs/benchmarks.md), ``BENCH_NOTES`` (a Markdown file appended to the output),
+(comma-separated: throughput, memory, sweep, scheduling, embedded, profile), ``BENCH_OUTPUT``
+(default docs/benchmarks.md), ``BENCH_NOTES`` (Markdown appended to the output, default
+bench/notes.md),
 ``BENCH_WORKDIR`` (keep the worker logs there), ``BENCH_DATABASE``, ``BENCH_PG_ADMIN_DSN``,
 ``BENCH_PG_HOST``, ``BENCH_REDIS_URL``.
 """
@@ -20,9 +21,10 @@ from pathlib import Path
 from bench import figures
 from bench.figures import Config
 from bench.harness import ROOT
+from bench.profile import profile
 from bench.report import Results, render
 
-FIGURES = ("throughput", "memory", "sweep", "scheduling", "embedded")
+FIGURES = ("throughput", "memory", "sweep", "scheduling", "embedded", "profile")
 
 
 def config_from_env(workdir: Path) -> Config:
@@ -46,8 +48,6 @@ def main() -> int:
         print(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
         return 2
     output = Path(os.environ.get("BENCH_OUTPUT", ROOT / "docs" / "benchmarks.md"))
-    notes_file = os.environ.get("BENCH_NOTES")
-    notes = Path(notes_file).read_text() if notes_file else ""
     started, clock = datetime.now(UTC), time.monotonic()
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="ingestion-bench-") as tmp:
@@ -58,9 +58,12 @@ def main() -> int:
                 continue
             print(f"bench: {name} ...", flush=True)
             figure_started = time.monotonic()
-            results[name] = getattr(figures, name)(config)
+            run = profile if name == "profile" else getattr(figures, name)
+            results[name] = run(config)
             print(f"bench: {name} done in {time.monotonic() - figure_started:.0f}s", flush=True)
         report = Results(config, started, time.monotonic() - clock, **results)  # type: ignore[arg-type]
+        notes_file = Path(os.environ.get("BENCH_NOTES", ROOT / "bench" / "notes.md"))
+        notes = notes_file.read_text() if notes_file.exists() else ""
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(render(report, notes))
     print(f"bench: wrote {output}")

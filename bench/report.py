@@ -25,6 +25,7 @@ from bench.figures import (
     Throughput,
     median,
 )
+from bench.profile import RATE, Profile
 from ingestion.settings import EMBEDDED_BROKER
 
 MIB = 1024 * 1024
@@ -46,6 +47,7 @@ class Results:
     sweep: Sweep | None = None
     scheduling: Scheduling | None = None
     embedded: Embedded | None = None
+    profile: Profile | None = None
 
 
 def _met(ok: bool) -> str:
@@ -106,6 +108,50 @@ def machine(config: Config) -> list[str]:
     ]
 
 
+def _summary(results: Results) -> list[str]:
+    rows: list[str] = []
+    t, mem, sw, sc, em = (
+        results.throughput,
+        results.memory,
+        results.sweep,
+        results.scheduling,
+        results.embedded,
+    )
+    if t:
+        rows.append(
+            f"| 1 | Throughput, first cycle / raw write limit | {t.ratio:.2f} | "
+            f">= {TARGET_THROUGHPUT} | {_met(t.ratio >= TARGET_THROUGHPUT)} |"
+        )
+        rows.append(
+            f"| 2 | Unchanged re-ingestion / first cycle | {t.unchanged_ratio:.2f} | "
+            f">= {TARGET_UNCHANGED:g} | {_met(t.unchanged_ratio >= TARGET_UNCHANGED)} |"
+        )
+    if mem:
+        growth = mem.growth / MIB
+        rows.append(
+            f"| 3 | Peak RSS, {mem.runs[-1].entities:,} - {mem.runs[0].entities:,} entities | "
+            f"{growth:+.1f} MiB | <= {TARGET_MEMORY_MIB} MiB | "
+            f"{_met(growth <= TARGET_MEMORY_MIB)} |"
+        )
+    if sw:
+        rows.append(
+            f"| 4 | Sweep / raw anti-join DELETE | {sw.ratio:.2f} | <= {TARGET_SWEEP:g} | "
+            f"{_met(sw.ratio <= TARGET_SWEEP)} |"
+        )
+    if sc:
+        gap = sc.engine_median * 1000
+        rows.append(
+            f"| 5 | Gap between bursts (median) | {gap:.1f} ms | <= {TARGET_GAP_MS:g} ms | "
+            f"{_met(gap <= TARGET_GAP_MS)} |"
+        )
+    if em:
+        rows.append(
+            f"| 6 | Embedded (SQLite, file broker) / raw SQLite write | {em.ratio:.2f} | "
+            "reported | |"
+        )
+    return rows
+
+
 def render(results: Results, notes: str = "") -> str:
     c = results.config
     out = [
@@ -126,6 +172,7 @@ def render(results: Results, notes: str = "") -> str:
         "| # | Figure | Result | Target | |",
         "| --- | --- | --- | --- | --- |",
     ]
+    out += _summary(results)
     t, mem, sw, sc, em = (
         results.throughput,
         results.memory,
@@ -133,38 +180,6 @@ def render(results: Results, notes: str = "") -> str:
         results.scheduling,
         results.embedded,
     )
-    if t:
-        out.append(
-            f"| 1 | Throughput, first cycle / raw write limit | {t.ratio:.2f} | "
-            f">= {TARGET_THROUGHPUT} | {_met(t.ratio >= TARGET_THROUGHPUT)} |"
-        )
-        out.append(
-            f"| 2 | Unchanged re-ingestion / first cycle | {t.unchanged_ratio:.2f} | "
-            f">= {TARGET_UNCHANGED:g} | {_met(t.unchanged_ratio >= TARGET_UNCHANGED)} |"
-        )
-    if mem:
-        growth = mem.growth / MIB
-        out.append(
-            f"| 3 | Peak RSS, {mem.runs[-1].entities:,} - {mem.runs[0].entities:,} entities | "
-            f"{growth:+.1f} MiB | <= {TARGET_MEMORY_MIB} MiB | "
-            f"{_met(growth <= TARGET_MEMORY_MIB)} |"
-        )
-    if sw:
-        out.append(
-            f"| 4 | Sweep / raw anti-join DELETE | {sw.ratio:.2f} | <= {TARGET_SWEEP:g} | "
-            f"{_met(sw.ratio <= TARGET_SWEEP)} |"
-        )
-    if sc:
-        gap = sc.engine_median * 1000
-        out.append(
-            f"| 5 | Gap between bursts (median) | {gap:.1f} ms | <= {TARGET_GAP_MS:g} ms | "
-            f"{_met(gap <= TARGET_GAP_MS)} |"
-        )
-    if em:
-        out.append(
-            f"| 6 | Embedded (SQLite, file broker) / raw SQLite write | {em.ratio:.2f} | "
-            "reported | |"
-        )
     out.append("")
     if t:
         out += _throughput(t)
@@ -176,6 +191,8 @@ def render(results: Results, notes: str = "") -> str:
         out += _scheduling(sc)
     if em:
         out += _embedded(em)
+    if results.profile:
+        out += _profile(results.profile)
     out += _method(c)
     if notes:
         out += ["", notes.strip()]
@@ -307,6 +324,31 @@ def _embedded(em: Embedded) -> list[str]:
     ]
 
 
+def _profile(p: Profile) -> list[str]:
+    rows = [
+        f"| {category} | {100 * p.first.share(category):.1f}% | "
+        f"{p.first.per_entity_us(category):.1f} | {100 * p.unchanged.share(category):.1f}% | "
+        f"{p.unchanged.per_entity_us(category):.1f} |"
+        for category in p.categories()
+    ]
+    return [
+        "## Where the time goes (py-spy)",
+        "",
+        f"The pool process of a worker sampled with `py-spy record --idle` ({RATE} Hz) over a "
+        f"first cycle and an unchanged cycle of {p.entities:,} entities (Postgres, Redis). "
+        "Wall time, so waiting for Postgres counts, under the statement that waited; each "
+        "sample goes to the first category that matches a frame, innermost first.",
+        "",
+        "| | first cycle | µs/entity | unchanged cycle | µs/entity |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+        f"| total | {p.first.cycle.seconds:.1f} s | "
+        f"{p.first.cycle.seconds / p.entities * 1e6:.1f} | {p.unchanged.cycle.seconds:.1f} s | "
+        f"{p.unchanged.cycle.seconds / p.entities * 1e6:.1f} |",
+        "",
+    ]
+
+
 def _method(c: Config) -> list[str]:
     return [
         "## How to run, and what is measured",
@@ -315,7 +357,8 @@ def _method(c: Config) -> list[str]:
         f"`{c.database}` and drops it at the end, and rewrites this file. `BENCH_SCALE` "
         "multiplies every size (default 1: 200,000 entities for figures 1, 2 and 6, 10k/100k/1M "
         "for figure 3, 1M for figure 4), `BENCH_REPEATS` sets the repeats (default 3), "
-        "`BENCH_ONLY` picks figures (e.g. `throughput,sweep`). A tiny version of every figure "
+        "`BENCH_ONLY` picks figures (e.g. `throughput,sweep`; `profile` is the py-spy "
+        "breakdown, skipped when py-spy is not installed). A tiny version of every figure "
         "runs in `make test` (`tests/test_bench_smoke.py`): it checks that the benchmark runs "
         "and gives sane numbers, never a speed.",
         "",

@@ -16,6 +16,7 @@ import pytest
 
 from bench import figures
 from bench.figures import Config
+from bench.profile import profile
 from bench.report import Results, render
 from tests.conftest import PG_ADMIN_DSN, PG_HOST, REDIS_URL, ROOT
 
@@ -115,3 +116,15 @@ def test_make_bench_entry_point_writes_the_results_file(config: Config, tmp_path
     doc = output.read_text()
     assert doc.startswith("# Benchmarks")
     assert "| 4 | Sweep" in doc and "Postgres" in doc
+
+
+def test_profile_puts_every_sample_of_both_cycles_in_a_category(config: Config) -> None:
+    result = profile(config)
+
+    assert result is not None, "py-spy is a dev dependency: make install brings it"
+    for breakdown in (result.first, result.unchanged):
+        assert breakdown.cycle.entities == result.entities
+        assert sum(breakdown.samples.values()) > 0
+        assert sum(breakdown.share(c) for c in result.categories()) == pytest.approx(1.0)
+    assert result.first.samples["database: statements (driver and server)"] > 0
+    assert "## Where the time goes" in rendered(config, profile=result)
