@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -319,6 +320,9 @@ class IncrementalIngestion:
         def on_process_init(**_: Any) -> None:
             if self._store is not None:
                 self._store.engine.dispose(close=False)
+            # What a pool process inherits lives as long as it does: keep it out of the
+            # collector's full passes, which otherwise scan all of it every few pages.
+            gc.freeze()
 
         def on_worker_ready(sender: Any = None, **_: Any) -> None:
             if ours(sender):
