@@ -158,6 +158,9 @@ class Store:
         self.url = url
         self.engine = engine or create_db_engine(url)
         self.dialect = self.engine.dialect.name
+        # provider -> (cycle, whether its last page had unchanged entities): a hint for the
+        # order of a page's statements, never a fact the engine relies on.
+        self._had_unchanged: dict[str, tuple[int, bool]] = {}
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -579,23 +582,9 @@ class Store:
         if not page.entities:
             return 0, 0, []
         by_ref = {item.ref: item for item in page.entities}
-        marked: set[str] = set()
-        if self.dialect == "postgresql":
-            # Most of a steady source is unchanged: mark those in one statement first, and
-            # look up only the rest.
-            marked = set(
-                conn.scalars(
-                    _PG_MARK_IF_UNCHANGED,
-                    {
-                        "refs": list(by_ref),
-                        "hashes": [item.hash for item in by_ref.values()],
-                        "cycle": claim.cycle_id,
-                        "provider": claim.provider,
-                    },
-                )
-            )
-            for ref in marked:
-                del by_ref[ref]
+        marked = self._mark_if_unchanged(conn, claim, by_ref) if self._mark_first(claim) else set()
+        for ref in marked:
+            del by_ref[ref]
         existing = self._existing(conn, list(by_ref)) if by_ref else {}
         conflicts: list[Problem] = []
         new, changed, same = [], [], []
@@ -631,7 +620,36 @@ class Store:
             self._rewrite_changed(conn, claim, changed, now)
         if same:
             self._mark_unchanged(conn, claim, same)
+        self._had_unchanged[claim.provider] = (claim.cycle_id, bool(marked or same))
         return len(inserted) + len(changed), len(marked) + len(same), conflicts
+
+    def _mark_first(self, claim: Claim) -> bool:
+        """Whether to mark unchanged entities before looking the page up (Postgres only).
+
+        Most of a steady source is unchanged, so a page begins by marking those in one
+        statement and looks up only the rest; a first cycle has nothing to mark, so once a
+        page of the cycle found none, the next page looks up first.
+        """
+        if self.dialect != "postgresql":
+            return False
+        cycle, had_unchanged = self._had_unchanged.get(claim.provider, (None, True))
+        return cycle != claim.cycle_id or had_unchanged
+
+    def _mark_if_unchanged(
+        self, conn: Connection, claim: Claim, by_ref: dict[str, PreparedEntity]
+    ) -> set[str]:
+        """Mark the entities this provider owns whose hash is the same; their refs."""
+        return set(
+            conn.scalars(
+                _PG_MARK_IF_UNCHANGED,
+                {
+                    "refs": list(by_ref),
+                    "hashes": [item.hash for item in by_ref.values()],
+                    "cycle": claim.cycle_id,
+                    "provider": claim.provider,
+                },
+            )
+        )
 
     def _existing(self, conn: Connection, refs: list[str]) -> dict[str, Any]:
         """The owner and hash of those of ``refs`` that are in the catalog, by ref."""
