@@ -1,8 +1,9 @@
 """Where a worker's time goes during a first and an unchanged cycle: py-spy on the pool process.
 
 Samples are taken of wall time (``--idle``), so time spent waiting for Postgres counts, under
-the statement that waited. Each sample is put in the first category that matches a frame,
-walking from the innermost frame out.
+the statement that waited. Only samples inside a burst count; each is put in the first
+category that matches a frame, walking from the innermost frame out. A category's time per
+entity is its share of those samples times the cycle's time.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("the source (generating entities)", r"\(bench/source"),
         ("SQLAlchemy (statements, parameters, results)", r"\(sqlalchemy/"),
         ("engine: page checks and bookkeeping", r"\(ingestion/"),
-        ("Celery: between bursts, messages", r"\((celery|kombu|billiard)/"),
+        ("Celery, kombu", r"\((celery|kombu|billiard)/"),
     )
 )
 OTHER = "other Python"
@@ -156,7 +157,9 @@ class _Spy:
             stack, _, count = line.rpartition(" ")
             if not count.isdigit():
                 continue
-            samples[categorize(stack.split(";"))] += int(count)
+            category = categorize(stack.split(";"))
+            if category is not None:
+                samples[category] += int(count)
         return samples
 
 
@@ -176,11 +179,12 @@ def _short(frame: str) -> str:
     return f"{match['function']} ({path})"
 
 
-def categorize(frames: list[str]) -> str:
-    """The category of one sample, from its frames (outermost first)."""
+def categorize(frames: list[str]) -> str | None:
+    """The category of one sample, from its frames (outermost first); ``None`` outside a burst
+    (the time between bursts is figure 5)."""
     named = [_short(f) for f in frames]
     if not any(f.startswith("Engine.run_step ") for f in named):
-        return "Celery: between bursts, messages"
+        return None
     for frame in reversed(named):
         for category, pattern in RULES:
             if pattern.search(frame):

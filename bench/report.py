@@ -336,8 +336,10 @@ def _profile(p: Profile) -> list[str]:
         "",
         f"The pool process of a worker sampled with `py-spy record --idle` ({RATE} Hz) over a "
         f"first cycle and an unchanged cycle of {p.entities:,} entities (Postgres, Redis). "
-        "Wall time, so waiting for Postgres counts, under the statement that waited; each "
-        "sample goes to the first category that matches a frame, innermost first.",
+        "Wall time, so waiting for Postgres counts, under the statement that waited. Only "
+        "samples inside a burst count (the gaps between bursts are figure 5); each goes to "
+        "the first category that matches a frame, innermost first, and a category's time per "
+        "entity is its share of the samples times the cycle's time.",
         "",
         "| | first cycle | µs/entity | unchanged cycle | µs/entity |",
         "| --- | --- | --- | --- | --- |",
