@@ -331,12 +331,6 @@ class Store:
                     ticket=ticket,
                     worker=owner,
                     outcome="running",
-                    pages=0,
-                    entities=0,
-                    written=0,
-                    unchanged=0,
-                    rejected=0,
-                    removed=0,
                     started_at=now,
                 )
                 .returning(m.bursts.c.id)
@@ -370,20 +364,8 @@ class Store:
     def _open_cycle(self, conn: Connection, name: str, now: datetime) -> int:
         cycle_id = conn.execute(
             insert(m.cycles)
-            .values(
-                provider=name,
-                status=CycleStatus.RUNNING.value,
-                cursor=None,
-                bursts=0,
-                pages=0,
-                entities=0,
-                written=0,
-                unchanged=0,
-                rejected=0,
-                removed=0,
-                blocked=0,
-                started_at=now,
-            )
+            # The counters start at their column defaults (0).
+            .values(provider=name, status=CycleStatus.RUNNING.value, started_at=now)
             .returning(m.cycles.c.id)
         ).scalar_one()
         assert isinstance(cycle_id, int)
@@ -976,40 +958,38 @@ class Store:
                 blocked_sweep=blocked,
             )
 
-    def cycles(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+    def _rows(self, stmt: Any) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(m.cycles)
-                .where(m.cycles.c.provider == name)
-                .order_by(m.cycles.c.id.desc())
-                .limit(limit)
-            )
-            return [dict(r._mapping) for r in rows]
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def cycles(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The provider's cycles, newest first."""
+        c = m.cycles.c
+        return self._rows(
+            select(m.cycles).where(c.provider == name).order_by(c.id.desc()).limit(limit)
+        )
 
     def marks(
         self, name: str, limit: int = 100, cycle_id: int | None = None
     ) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            stmt = (
-                select(m.marks)
-                .join(m.cycles, m.cycles.c.id == m.marks.c.cycle_id)
-                .where(m.cycles.c.provider == name)
-                .order_by(m.marks.c.id.desc())
-                .limit(limit)
-            )
-            if cycle_id is not None:
-                stmt = stmt.where(m.marks.c.cycle_id == cycle_id)
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+        """The marks (one per committed page) of the provider's cycles, newest first."""
+        stmt = (
+            select(m.marks)
+            .join(m.cycles, m.cycles.c.id == m.marks.c.cycle_id)
+            .where(m.cycles.c.provider == name)
+            .order_by(m.marks.c.id.desc())
+            .limit(limit)
+        )
+        if cycle_id is not None:
+            stmt = stmt.where(m.marks.c.cycle_id == cycle_id)
+        return self._rows(stmt)
 
     def bursts(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(m.bursts)
-                .where(m.bursts.c.provider == name)
-                .order_by(m.bursts.c.id.desc())
-                .limit(limit)
-            )
-            return [dict(r._mapping) for r in rows]
+        """The provider's bursts, newest first."""
+        b = m.bursts.c
+        return self._rows(
+            select(m.bursts).where(b.provider == name).order_by(b.id.desc()).limit(limit)
+        )
 
     def errors(
         self,
@@ -1020,20 +1000,17 @@ class Store:
         kinds: Sequence[ErrorKind] | None = None,
     ) -> list[dict[str, Any]]:
         """Error records, newest first; page with ``before`` = the last id seen."""
-        with self.engine.connect() as conn:
-            stmt = select(m.errors).where(m.errors.c.provider == name)
-            if before is not None:
-                stmt = stmt.where(m.errors.c.id < before)
-            if kinds:
-                stmt = stmt.where(m.errors.c.kind.in_([k.value for k in kinds]))
-            rows = conn.execute(stmt.order_by(m.errors.c.id.desc()).limit(limit))
-            return [dict(r._mapping) for r in rows]
+        stmt = select(m.errors).where(m.errors.c.provider == name)
+        if before is not None:
+            stmt = stmt.where(m.errors.c.id < before)
+        if kinds:
+            stmt = stmt.where(m.errors.c.kind.in_([k.value for k in kinds]))
+        return self._rows(stmt.order_by(m.errors.c.id.desc()).limit(limit))
 
     def entity(self, ref: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            return _row_dict(
-                conn.execute(select(m.entities).where(m.entities.c.ref == ref.lower())).first()
-            )
+        """The catalog row of ``ref`` (any case), or ``None``."""
+        rows = self._rows(select(m.entities).where(m.entities.c.ref == ref.lower()))
+        return rows[0] if rows else None
 
     def entities_page(
         self,
@@ -1052,8 +1029,7 @@ class Store:
             stmt = stmt.where(e.ref.startswith(f"{kind.lower()}:", autoescape=True))
         if after is not None:
             stmt = stmt.where(e.ref > after)
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+        return self._rows(stmt)
 
     def count_entities(self, provider: str | None = None) -> int:
         stmt = select(func.count()).select_from(m.entities)
