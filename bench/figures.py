@@ -199,8 +199,8 @@ class Throughput:
 def throughput(config: Config) -> Throughput:
     """Figures 1 and 2 on Postgres and Redis, through a real worker."""
     count = config.size(THROUGHPUT)
-    db = config.postgres().create()
     rows = write_rows(config.workdir / "throughput.rows", "throughput", count)
+    db = config.postgres().create()
     runs: list[ThroughputRun] = []
     try:
         for _ in range(config.repeats):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import redis
 from celery import Celery
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
@@ -318,16 +319,30 @@ class Worker:
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        self._forget_queue()
+
+    def _forget_queue(self) -> None:
+        """Remove what this worker's queue left in Redis (each worker has a queue of its own)."""
+        if not self.broker_url.startswith("redis://"):
             return
+        client = redis.Redis.from_url(self.broker_url)
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+            client.delete(
+                self.queue,
+                f"_kombu.binding.{self.queue}",
+                f"_kombu.binding_permanent.{self.queue}",
+            )
+        finally:
+            client.close()
 
     def __enter__(self) -> Worker:
         return self.start()
