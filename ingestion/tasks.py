@@ -22,9 +22,13 @@ RESET = "ingestion.reset"
 
 
 def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Task]:
-    """Define the engine's tasks on ``app``, bound to ``ingestion``'s providers and store."""
+    """Define the engine's tasks on ``app``, bound to ``ingestion``'s providers and store.
 
-    @app.task(name=BURST, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+    The tasks are not shared with other Celery apps: each ``IncrementalIngestion`` in a process
+    keeps its own providers, store and queue.
+    """
+
+    @app.task(name=BURST, bind=True, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
     def burst(
         self: Task, provider: str, ticket: int, cycle: int | None = None, burst: int = 1
     ) -> dict[str, Any]:
@@ -43,27 +47,27 @@ def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Ta
             "entities": report.entities,
         }
 
-    @app.task(name=RECONCILE)  # type: ignore[untyped-decorator]
+    @app.task(name=RECONCILE, shared=False)  # type: ignore[untyped-decorator]
     def reconcile() -> int:
         """Announce every due step that no worker holds (lost messages, long rests)."""
         return len(ingestion.reconcile())
 
-    @app.task(name=TRIGGER)  # type: ignore[untyped-decorator]
+    @app.task(name=TRIGGER, shared=False)  # type: ignore[untyped-decorator]
     def trigger(provider: str) -> str:
         """Run the provider's pending step now."""
         return ingestion.trigger(provider).action.value
 
-    @app.task(name=START)  # type: ignore[untyped-decorator]
+    @app.task(name=START, shared=False)  # type: ignore[untyped-decorator]
     def start(provider: str) -> str:
         """Cancel the provider's open cycle, if any, and begin a new one now."""
         return ingestion.start(provider).action.value
 
-    @app.task(name=CANCEL)  # type: ignore[untyped-decorator]
+    @app.task(name=CANCEL, shared=False)  # type: ignore[untyped-decorator]
     def cancel(provider: str) -> str:
         """Cancel the provider's open cycle; it rests until started again."""
         return ingestion.cancel(provider).action.value
 
-    @app.task(name=RESET)  # type: ignore[untyped-decorator]
+    @app.task(name=RESET, shared=False)  # type: ignore[untyped-decorator]
     def reset(provider: str) -> str:
         """Forget the provider's ingestion records and begin afresh."""
         return ingestion.reset(provider).action.value

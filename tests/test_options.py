@@ -114,3 +114,16 @@ def test_a_duplicate_provider_name_is_refused(ingestion: IncrementalIngestion) -
 def test_something_that_is_not_a_provider_is_refused(ingestion: IncrementalIngestion) -> None:
     with pytest.raises(ProviderConfigError, match="expects an IncrementalEntityProvider"):
         ingestion.add_provider(object())  # type: ignore[arg-type]
+
+
+def test_two_ingestions_in_one_process_keep_their_own_tasks(tmp_path: Path) -> None:
+    def make(name: str) -> IncrementalIngestion:
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/{name}.db", broker_dir=tmp_path)
+        return IncrementalIngestion(settings=settings)
+
+    apps = [make(name) for name in ("first", "second", "third")]
+    for ingestion in apps:
+        for name, task in ingestion.tasks.items():
+            assert ingestion.celery_app.tasks[name].__class__ is task.__class__, name
+    runs = {ingestion.celery_app.tasks["ingestion.burst"].__class__ for ingestion in apps}
+    assert len(runs) == 3
