@@ -148,8 +148,6 @@ class Workers:
     def start(
         self, name: str, *, beat: bool = False, concurrency: int = 1
     ) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
-        self.files.append(log)
         args = [
             sys.executable,
             "-m",
@@ -166,22 +164,10 @@ class Workers:
         ]
         if beat:
             args += ["--beat", f"--schedule={self.tmp_path / (name + '-beat')}"]
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs[name] = proc
-        wait_until(lambda: b" ready." in self.log(name), timeout=60, what=f"worker {name} ready")
-        return proc
+        return self._spawn(name, args, b" ready.")
 
     def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
         """A separate ``celery beat`` process: the reconciler's clock."""
-        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
-        self.files.append(log)
         args = [
             sys.executable,
             "-m",
@@ -192,6 +178,12 @@ class Workers:
             "--loglevel=INFO",
             f"--schedule={self.tmp_path / (name + '-schedule')}",
         ]
+        return self._spawn(name, args, b"beat: Starting")
+
+    def _spawn(self, name: str, args: list[str], started: bytes) -> subprocess.Popen[bytes]:
+        """Start ``args`` in a session of its own, logging to NAME.log; wait for ``started``."""
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
+        self.files.append(log)
         proc = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -201,7 +193,7 @@ class Workers:
             start_new_session=True,
         )
         self.procs[name] = proc
-        wait_until(lambda: b"beat: Starting" in self.log(name), timeout=60, what="beat started")
+        wait_until(lambda: started in self.log(name), timeout=60, what=f"{name} started")
         return proc
 
     def log(self, name: str) -> bytes:

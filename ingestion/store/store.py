@@ -747,16 +747,25 @@ class Store:
         """Record a failed burst and schedule the backoff; ``None`` if the step was replaced."""
         with self._tx() as conn:
             now = self.now(conn)
-            row = self._lock_provider(conn, claim.provider)
-            if row.ticket != claim.ticket or row.lease_owner != claim.owner:
+            row = self._end_burst(conn, claim, "failed", message, now)
+            if row is None:
                 return None
-            conn.execute(
-                update(m.bursts)
-                .where(m.bursts.c.id == claim.burst_id)
-                .values(outcome="failed", error=message, ended_at=now)
-            )
             schedule = Schedule(Action(row.action), row.due_at, row.attempts)
             return self._fail(conn, row, schedule, message, now, options)
+
+    def _end_burst(
+        self, conn: Connection, claim: Claim, outcome: str, error: str, now: datetime
+    ) -> Row[Any] | None:
+        """Close the burst row; the provider row, or ``None`` if the step was replaced."""
+        row = self._lock_provider(conn, claim.provider)
+        if row.ticket != claim.ticket or row.lease_owner != claim.owner:
+            return None
+        conn.execute(
+            update(m.bursts)
+            .where(m.bursts.c.id == claim.burst_id)
+            .values(outcome=outcome, error=error, ended_at=now)
+        )
+        return row
 
     def wait_burst(self, claim: Claim, wait: timedelta, reason: str) -> Doorbell | None:
         """Record a burst the source paused (a rate limit): its step runs again after ``wait``.
@@ -765,14 +774,9 @@ class Store:
         """
         with self._tx() as conn:
             now = self.now(conn)
-            row = self._lock_provider(conn, claim.provider)
-            if row.ticket != claim.ticket or row.lease_owner != claim.owner:
+            row = self._end_burst(conn, claim, "waiting", reason, now)
+            if row is None:
                 return None
-            conn.execute(
-                update(m.bursts)
-                .where(m.bursts.c.id == claim.burst_id)
-                .values(outcome="waiting", error=reason, ended_at=now)
-            )
             transition = state.after_rate_limit(
                 Schedule(Action(row.action), row.due_at, row.attempts), now, wait
             )
