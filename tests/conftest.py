@@ -257,6 +257,13 @@ def workers_factory(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
     yield make
     for workers in made:
         workers.stop_all()
+        broker = workers.env["CELERY_BROKER_URL"]
+        if broker.startswith("redis://"):  # leave nothing of this test's queue behind
+            client = redis.Redis.from_url(broker)
+            keys = list(client.scan_iter(match=f"*{workers.queue}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
 
 
 def client_ingestion(workers: Workers) -> IncrementalIngestion:
