@@ -205,7 +205,6 @@ entities = Table(
     _created(),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_catalog_entities_provider_ref", "provider", "ref"),
-    Index("ix_catalog_entities_provider_mark", "provider", "mark_cycle"),
 )
 
 __all__ = [
