@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -105,13 +105,13 @@ class SourceFailure(RuntimeError):
     pass
 
 
-class SourceServer:
-    """Serves a :class:`SyntheticSource` on 127.0.0.1 in a background thread."""
+class LocalServer:
+    """An HTTP server in a background thread, for the ``with`` block that uses it."""
 
-    def __init__(self, source: SyntheticSource, port: int = 0) -> None:
-        self.source = source
-        handler = self._handler()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -120,13 +120,21 @@ class SourceServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def __enter__(self) -> SourceServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class SourceServer(LocalServer):
+    """Serves a :class:`SyntheticSource` over HTTP (on 127.0.0.1 unless ``host`` says)."""
+
+    def __init__(self, source: SyntheticSource, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.source = source
+        super().__init__(self._handler(), host, port)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         source = self.source

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import threading
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -90,21 +88,10 @@ ingestion = build()
 app = ingestion.celery_app
 
 
-class _ListeningSourceServer(SourceServer):
-    """A source server on the interface given (0.0.0.0 in a container), not only 127.0.0.1."""
-
-    def __init__(self, source: SyntheticSource, host: str, port: int) -> None:
-        super().__init__(source, port=0)
-        self.httpd.server_close()
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-
 def serve(port: int, count: int, per_page: int, host: str = "127.0.0.1") -> None:
     """Serve a synthetic source on ``host:port`` until SIGTERM or SIGINT."""
     source = SyntheticSource(count=count, per_page=per_page)
-    with _ListeningSourceServer(source, host, port) as server:
+    with SourceServer(source, port, host) as server:  # 0.0.0.0 in a container
         print(f"demo source with {count} services at {server.url}/services", flush=True)
         signal.sigwait({signal.SIGTERM, signal.SIGINT})
 

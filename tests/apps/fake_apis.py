@@ -11,9 +11,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse
+
+from providers.synthetic import LocalServer
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Answer:
     date: float | None = None  # the server clock's epoch seconds in the Date header, if not now
 
 
-class FakeServer:
+class FakeServer(LocalServer):
     """A threaded HTTP server answering ``GET`` with ``self.answer(request)``."""
 
     def __init__(self) -> None:
@@ -86,22 +88,7 @@ class FakeServer:
                 date = getattr(self, "date", None)
                 return super().date_time_string(date if date is not None else timestamp)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> FakeServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
     def answer(self, request: Request) -> Answer:
         return Answer(404, {"message": f"no such path {request.path}"})
