@@ -15,7 +15,7 @@ RUN pip install . \
 
 # Your own providers: copy or install the package that builds your IncrementalIngestion and
 # point INGESTION_APP at it (the module you give celery -A).
-ENV INGESTION_APP=ingestion.ops.demo
+ENV INGESTION_APP=providers.demo.app
 USER ingestion
 EXPOSE 8000 5555
 CMD ["ingestion", "--help"]

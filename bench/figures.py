@@ -24,7 +24,7 @@ from bench.app import RELAY
 from bench.harness import BenchError, Postgres, Records, Worker
 from bench.source import PAGE_SIZE, bench_entity
 from ingestion.entities import prepare
-from ingestion.provider import ProviderOptions
+from ingestion.options import ProviderOptions
 from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import Store
 

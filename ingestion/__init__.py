@@ -2,42 +2,59 @@
 
 A provider reads its source page by page; the engine runs it in short bursts (Celery tasks),
 commits each page as a delta with a mark on every entity, and at the end of the source sweeps
-away what the provider owns but did not see. See the README for the whole picture.
+away what the provider owns but did not see. See the README and ``docs/architecture.md``.
 """
 
-from ingestion.app import Catalog, CatalogEntity, IncrementalIngestion
-from ingestion.entities import EntityRejected, entity_ref
+from ingestion.app import IncrementalIngestion
+from ingestion.catalog import Catalog, CatalogEntity
+from ingestion.entities import PROVIDER_ANNOTATION, entity_ref
+from ingestion.errors import (
+    AppNotFound,
+    ConfigurationError,
+    EntityRejected,
+    IngestionError,
+    InsecureConfiguration,
+    LeaseLost,
+    ProviderConfigError,
+    ProviderError,
+    RetryAfter,
+    UnknownProvider,
+)
+from ingestion.options import DEFAULT_BACKOFF, ProviderOptions
 from ingestion.provider import (
-    DEFAULT_BACKOFF,
-    PROVIDER_ANNOTATION,
     DeferredEntity,
     EntityIteratorResult,
     IncrementalEntityProvider,
-    ProviderConfigError,
-    ProviderOptions,
     Rejection,
-    RetryAfter,
 )
 from ingestion.settings import Settings
-from ingestion.state import Action, CycleStatus
+from ingestion.state import Action, BurstOutcome, CycleStatus
 
 __all__ = [
     "DEFAULT_BACKOFF",
     "PROVIDER_ANNOTATION",
     "Action",
+    "AppNotFound",
+    "BurstOutcome",
     "Catalog",
     "CatalogEntity",
+    "ConfigurationError",
     "CycleStatus",
     "DeferredEntity",
     "EntityIteratorResult",
     "EntityRejected",
     "IncrementalEntityProvider",
     "IncrementalIngestion",
+    "IngestionError",
+    "InsecureConfiguration",
+    "LeaseLost",
     "ProviderConfigError",
+    "ProviderError",
     "ProviderOptions",
     "Rejection",
     "RetryAfter",
     "Settings",
+    "UnknownProvider",
     "entity_ref",
 ]
 

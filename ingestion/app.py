@@ -6,86 +6,24 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
+from pydantic import ValidationError
 
+from ingestion.catalog import Catalog
 from ingestion.engine import BurstReport, Engine, ProgressCallback, Registered
-from ingestion.provider import IncrementalEntityProvider, ProviderConfigError, ProviderOptions
+from ingestion.errors import ConfigurationError, ProviderConfigError, UnknownProvider
+from ingestion.options import ProviderOptions
+from ingestion.provider import IncrementalEntityProvider
 from ingestion.settings import Settings, celery_config, prepare_broker
+from ingestion.state import BurstOutcome
 from ingestion.store import Doorbell, ErrorKind, Store
 from ingestion.tasks import BURST, RECONCILE, register_tasks
 
 log = logging.getLogger("ingestion")
-
-
-@dataclass(frozen=True)
-class CatalogEntity:
-    """One entity of the catalog as stored."""
-
-    ref: str
-    provider: str
-    location_key: str | None
-    entity: dict[str, Any]
-    hash: str
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> CatalogEntity:
-        return cls(
-            ref=row["ref"],
-            provider=row["provider"],
-            location_key=row["location_key"],
-            entity=row["entity"],
-            hash=row["hash"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
-
-
-class Catalog:
-    """Read access to the catalog of current entities."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def get(self, ref: str) -> CatalogEntity | None:
-        """The entity ``kind:namespace/name`` (case does not matter), or ``None``."""
-        row = self._store.entity(ref)
-        return None if row is None else CatalogEntity.from_row(row)
-
-    def pages(
-        self, provider: str | None = None, *, page_size: int = 500, kind: str | None = None
-    ) -> Iterator[list[CatalogEntity]]:
-        """Entities in ref order, ``page_size`` at a time: memory stays flat."""
-        after: str | None = None
-        while True:
-            rows = self._store.entities_page(
-                provider=provider, kind=kind, after=after, limit=page_size
-            )
-            if not rows:
-                return
-            yield [CatalogEntity.from_row(r) for r in rows]
-            after = rows[-1]["ref"]
-
-    def iter(
-        self, provider: str | None = None, *, page_size: int = 500, kind: str | None = None
-    ) -> Iterator[CatalogEntity]:
-        """Every entity (of one provider, or of one kind), read a page at a time."""
-        for page in self.pages(provider, page_size=page_size, kind=kind):
-            yield from page
-
-    def refs(self, provider: str | None = None) -> Iterator[str]:
-        for entity in self.iter(provider):
-            yield entity.ref
-
-    def count(self, provider: str | None = None) -> int:
-        return self._store.count_entities(provider)
 
 
 class IncrementalIngestion:
@@ -108,7 +46,14 @@ class IncrementalIngestion:
             overrides["database_url"] = database_url
         if broker_url is not None:
             overrides["broker_url"] = broker_url
-        base = settings or Settings()
+        try:
+            base = settings or Settings()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"INGESTION_{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
+            raise ConfigurationError(f"invalid setting {problems}") from None
         self.settings = base.model_copy(update=overrides) if overrides else base
         self.providers: dict[str, Registered] = {}
         self._store: Store | None = None
@@ -149,11 +94,14 @@ class IncrementalIngestion:
         self.providers[name] = Registered(provider, ProviderOptions.build(name, options))
 
     def registered(self, name: str) -> Registered:
+        """The provider ``name`` and its options; :class:`UnknownProvider` if not registered."""
         try:
             return self.providers[name]
         except KeyError:
             known = ", ".join(sorted(self.providers)) or "none"
-            raise KeyError(f"no provider named {name!r} is registered (known: {known})") from None
+            raise UnknownProvider(
+                f"no provider named {name!r} is registered (known: {known})"
+            ) from None
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -294,7 +242,7 @@ class IncrementalIngestion:
             reports.append(report)
             self.observe(report)
             cycle_id = cycle_id or report.cycle_id
-            if report.outcome == "done" or report.next is None:
+            if report.outcome is BurstOutcome.DONE or report.next is None:
                 break
             if report.next.cycle_id != cycle_id:
                 break  # the cycle was cancelled after its last backoff step
@@ -319,7 +267,7 @@ class IncrementalIngestion:
 
         def on_process_init(**_: Any) -> None:
             if self._store is not None:
-                self._store.engine.dispose(close=False)
+                self._store.dispose(close=False)
             # What a pool process inherits lives as long as it does: keep it out of the
             # collector's full passes, which otherwise scan all of it every few pages.
             gc.freeze()
@@ -334,11 +282,12 @@ class IncrementalIngestion:
 
 
 def __getattr__(name: str) -> Any:
-    """``celery -A ingestion.app``: the app of the configuration file named by
-    ``INGESTION_CONFIG`` (``ingestion`` gives the :class:`IncrementalIngestion` itself)."""
     if name in ("app", "celery", "ingestion"):
-        from ingestion.config import configured_ingestion
-
-        configured = configured_ingestion()
-        return configured if name == "ingestion" else configured.celery_app
+        # Before the ready providers moved out of the engine, ``celery -A ingestion.app``
+        # loaded the configuration file; say where that went.
+        raise AttributeError(
+            "ingestion.app is the engine's module, not an app: for the providers of a "
+            "configuration file use 'INGESTION_CONFIG=<file> celery -A providers.app', or give "
+            "celery -A the module that builds your IncrementalIngestion"
+        )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,20 +26,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ingestion.api import (
     ApiSettings,
-    Entity,
     ErrorRecord,
-    InsecureConfiguration,
     ProviderDetail,
+    checkpoint,
     create_api,
     database_message,
     provider_detail,
     step_result,
 )
 from ingestion.app import IncrementalIngestion
+from ingestion.catalog import CatalogEntity
 from ingestion.engine import BurstReport
-from ingestion.ops.loader import APP_ENV, AppNotFound, load_ingestion
-from ingestion.provider import ProviderConfigError
-from ingestion.store import Doorbell, ErrorKind, UnknownProvider
+from ingestion.errors import ConfigurationError, IngestionError, ProviderConfigError
+from ingestion.loader import APP_ENV, load_ingestion
+from ingestion.state import BurstOutcome
+from ingestion.store import Doorbell, ErrorKind
 
 cli = typer.Typer(
     name="ingestion",
@@ -64,6 +65,7 @@ class Failure(Exception):
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    """Stop the command with ``message`` and exit status ``code``."""
     raise Failure(message, code)
 
 
@@ -90,21 +92,12 @@ def main_options(
 
 
 def _ingestion(ctx: typer.Context) -> IncrementalIngestion:
-    try:
-        return load_ingestion(ctx.obj)
-    except AppNotFound as exc:
-        fail(str(exc), 2)
-    except ProviderConfigError as exc:
-        fail(f"the app's provider configuration is invalid: {exc}", 2)
-    except ValueError as exc:  # the app refused its configuration, saying why
-        fail(str(exc), 2)
+    """The app named by ``--app``; a configuration it refuses exits with status 2."""
+    return load_ingestion(ctx.obj)
 
 
 def _registered(ingestion: IncrementalIngestion, name: str) -> None:
-    try:
-        ingestion.registered(name)
-    except KeyError as exc:
-        fail(str(exc.args[0]))
+    ingestion.registered(name)  # UnknownProvider: exit status 1
 
 
 def _dump(value: Any) -> None:
@@ -155,13 +148,13 @@ def providers(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         _dump(rows)
         return
-    table = Table("provider", "now", "next", "when", "attempts", "entities", "last error")
+    table = Table("provider", "action", "due", "running", "attempts", "entities", "last error")
     for row in rows:
         table.add_row(
             row.name,
-            row.current_action,
-            row.next_action or "-",
-            _when(row.next_action_at),
+            row.action.value if row.action else "unscheduled",
+            _when(row.due_at),
+            "yes" if row.running else "no",
             str(row.attempts),
             str(row.entities),
             row.last_error.message if row.last_error else "",
@@ -193,8 +186,9 @@ def _status_table(d: ProviderDetail) -> Table:
     table = Table(title=f"provider {d.name}", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("now", d.current_action + (f" on {d.worker}" if d.worker else ""))
-    table.add_row("next action", f"{d.next_action or '-'} {_when(d.next_action_at)}")
+    action = d.action.value if d.action else "unscheduled"
+    table.add_row("action", f"{action}, due {_when(d.due_at)}")
+    table.add_row("running", f"yes, on {d.worker}" if d.worker else "no")
     table.add_row("attempts", str(d.attempts))
     table.add_row("entities", str(d.entities))
     if d.last_error:
@@ -220,46 +214,55 @@ def _status_table(d: ProviderDetail) -> Table:
     return table
 
 
+CheckpointLimit = Annotated[int, typer.Option(min=1, max=10000)]
+CheckpointCycle = Annotated[int | None, typer.Option(help="Only this cycle's checkpoints.")]
+CheckpointDelete = Annotated[
+    bool, typer.Option("--delete", help="Delete the checkpoints of closed cycles instead.")
+]
+
+
 @cli.command()
-def marks(
+def checkpoints(
     ctx: typer.Context,
     name: NameArg,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
-    cycle: Annotated[int | None, typer.Option(help="Only this cycle's marks.")] = None,
-    delete: Annotated[
-        bool, typer.Option("--delete", help="Delete the marks of closed cycles instead.")
-    ] = False,
+    limit: CheckpointLimit = 20,
+    cycle: CheckpointCycle = None,
+    delete: CheckpointDelete = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """The provider's page marks, newest first (or delete closed cycles' marks)."""
+    """The provider's page checkpoints (cursor after each page), newest first."""
     ingestion = _ingestion(ctx)
     _registered(ingestion, name)
     if delete:
-        deleted = ingestion.store.delete_finished_marks(name)
-        _dump({"deleted": deleted}) if as_json else out.print(f"deleted {deleted} marks")
+        deleted = ingestion.store.delete_closed_checkpoints(name)
+        _dump({"deleted": deleted}) if as_json else out.print(f"deleted {deleted} checkpoints")
         return
-    rows = ingestion.store.marks(name, limit=limit, cycle_id=cycle)
+    rows = [checkpoint(r) for r in ingestion.store.checkpoints(name, limit=limit, cycle_id=cycle)]
     if as_json:
         _dump(rows)
         return
     table = Table("id", "cycle", "page", "entities", "cursor", "at")
     for row in rows:
         table.add_row(
-            str(row["id"]),
-            str(row["cycle_id"]),
-            str(row["sequence"]),
-            str(row["entities"]),
-            row["cursor"] or "",
-            _when(row["created_at"]),
+            str(row.id),
+            str(row.cycle_id),
+            str(row.sequence),
+            str(row.entities),
+            json.dumps(row.cursor),
+            _when(row.created_at),
         )
     out.print(table)
 
 
+# The name Backstage uses for the same records.
+cli.command(name="marks", hidden=True)(checkpoints)
+
+
 @cli.command()
 def cleanup(ctx: typer.Context) -> None:
-    """Delete the marks of every provider's closed cycles."""
-    deleted = _ingestion(ctx).store.delete_finished_marks()
-    out.print(f"deleted {deleted} marks of closed cycles")
+    """Delete the checkpoints of every provider's closed cycles."""
+    deleted = _ingestion(ctx).store.delete_closed_checkpoints()
+    out.print(f"deleted {deleted} checkpoints of closed cycles")
 
 
 @cli.command()
@@ -313,15 +316,15 @@ def entities(
     """List catalog entities in ref order, or show one."""
     ingestion = _ingestion(ctx)
     if ref is not None:
-        found = ingestion.store.entity(ref)
+        found = ingestion.catalog.get(ref)
         if found is None:
             fail(f"no entity {ref.lower()!r} in the catalog")
-        _dump(Entity(**found))
+        _dump(found)
         return
     if provider is not None:
         _registered(ingestion, provider)
     rows = [
-        Entity(**r)
+        CatalogEntity.from_row(r)
         for r in ingestion.store.entities_page(
             provider=provider, kind=kind, after=after.lower() if after else None, limit=limit
         )
@@ -346,7 +349,7 @@ def _steer(
     ingestion = _ingestion(ctx)
     _registered(ingestion, name)
     result = step_result(step(ingestion, name), what)
-    out.print(f"{result.message}; next: {result.next_action} {_when(result.next_action_at)}")
+    out.print(f"{result.message}; next: {result.action.value} {_when(result.due_at)}")
 
 
 @cli.command()
@@ -414,10 +417,7 @@ def api(
     settings = ApiSettings()
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    try:
-        app = create_api(ingestion, admin_token=admin, metrics_token=scrape, insecure=insecure)
-    except InsecureConfiguration as exc:
-        fail(str(exc), 2)
+    app = create_api(ingestion, admin_token=admin, metrics_token=scrape, insecure=insecure)
     uvicorn.run(
         app,
         host=host or settings.api_host,
@@ -456,7 +456,7 @@ def run(ctx: typer.Context, name: NameArg) -> None:
             )
 
         def on_burst(report: BurstReport) -> None:
-            if report.outcome == "failed" and report.next is not None:
+            if report.outcome is BurstOutcome.FAILED and report.next is not None:
                 progress.console.print(
                     f"burst {report.burst} failed: {report.reason}; retrying in "
                     f"{_duration(report.next.countdown)}",
@@ -466,7 +466,7 @@ def run(ctx: typer.Context, name: NameArg) -> None:
         ingestion.observers.append(on_burst)
         reports = ingestion.run_cycle(name, progress=on_page)
     last = reports[-1] if reports else None
-    if last is None or last.outcome != "done":
+    if last is None or last.outcome is not BurstOutcome.DONE:
         reason = last.reason if last is not None else "no burst ran"
         fail(f"provider {name!r}: the cycle did not complete: {reason}")
     removed = last.sweep.removed if last.sweep else 0
@@ -511,12 +511,29 @@ def _failures() -> Iterator[None]:
     except Failure as exc:
         _error(str(exc))
         raise SystemExit(exc.code) from None
-    except UnknownProvider as exc:
-        _error(str(exc))
-        raise SystemExit(1) from None
+    except IngestionError as exc:
+        _error(_describe_error(exc))
+        raise SystemExit(exit_code(exc)) from None
     except SQLAlchemyError as exc:
         _error(database_message(exc))
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILURE) from None
+
+
+#: Exit statuses: 0 done, 1 the step failed (unknown provider, database, ...), 2 the app or
+#: its configuration cannot be used.
+EXIT_FAILURE = 1
+EXIT_CONFIGURATION = 2
+
+
+def exit_code(exc: IngestionError) -> int:
+    """The exit status of the ``ingestion`` command for an error of the engine."""
+    return EXIT_CONFIGURATION if isinstance(exc, ConfigurationError) else EXIT_FAILURE
+
+
+def _describe_error(exc: IngestionError) -> str:
+    if isinstance(exc, ProviderConfigError):
+        return f"the app's provider configuration is invalid: {exc}"
+    return str(exc)
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def parse_duration(value: object) -> timedelta:
     else:
         raise ValueError(f"expected a duration, got {type(value).__name__}; {HINT}")
     if duration < timedelta(0):
-        raise ValueError(f"a duration must not be negative, got {value!r}")
+        raise ValueError(f"must not be negative (a duration), got {duration.total_seconds():g}s")
     return duration
 
 

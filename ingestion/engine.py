@@ -15,19 +15,19 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from ingestion.entities import EntityRejected, PreparedEntity, describe, prepare
+from ingestion.entities import PreparedEntity, describe, prepare
+from ingestion.errors import EntityRejected, LeaseLost, ProviderError, RetryAfter
+from ingestion.options import ProviderOptions
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
     IncrementalEntityProvider,
-    ProviderOptions,
     Rejection,
-    RetryAfter,
 )
+from ingestion.state import BurstOutcome
 from ingestion.store import (
     Claim,
     Doorbell,
-    LeaseLost,
     LostBurst,
     Page,
     PageCommit,
@@ -40,8 +40,9 @@ from ingestion.store import (
 log = logging.getLogger("ingestion.engine")
 
 
-class BurstError(RuntimeError):
-    """A burst failed for a reason the provider is responsible for; the message says where."""
+class ContractBroken(ProviderError):
+    """A provider broke the interface (a result that is not a page, a cursor JSON cannot
+    encode, an ``around()`` that never calls ``burst``); the message says where."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class BurstReport:
     """What one step did: the structured log line and the metrics are made from it."""
 
     provider: str
-    outcome: str  # skipped, lost, continued, done, failed, waiting, interrupted
+    outcome: BurstOutcome
     cycle_id: int | None = None
     burst: int | None = None
     pages: int = 0
@@ -87,15 +88,15 @@ def prepare_page(provider_name: str, result: object, sequence: int) -> Page:
     """
     where = f"provider {provider_name!r}, page {sequence}"
     if not isinstance(result, EntityIteratorResult):
-        raise BurstError(
+        raise ContractBroken(
             f"{where}: next() returned {type(result).__name__}, expected EntityIteratorResult"
         )
     if not isinstance(result.done, bool):
-        raise BurstError(f"{where}: done must be true or false, got {result.done!r}")
+        raise ContractBroken(f"{where}: done must be true or false, got {result.done!r}")
     try:
         cursor = json.dumps(result.cursor, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise BurstError(
+        raise ContractBroken(
             f"{where}: next() returned a cursor of type {type(result.cursor).__name__} that "
             f"JSON cannot encode ({exc}); a cursor must be made of JSON values"
         ) from None
@@ -159,7 +160,7 @@ def prepare_page(provider_name: str, result: object, sequence: int) -> Page:
 
 
 def _describe_failure(exc: BaseException, where: str, timeout: float) -> str:
-    if isinstance(exc, BurstError):
+    if isinstance(exc, ContractBroken):
         head = str(exc)
     elif isinstance(exc, SoftTimeLimitExceeded):
         head = f"{where}: the burst outran its time limit (next() took longer than {timeout:g}s)"
@@ -204,14 +205,16 @@ class Engine:
             log.warning(
                 "skipped %s ticket %s: no provider of that name is registered here", name, ticket
             )
-            return BurstReport(name, "skipped", reason="provider not registered in this app")
+            return BurstReport(
+                name, BurstOutcome.SKIPPED, reason="provider not registered in this app"
+            )
         claim = self.store.claim(name, ticket, owner, self.lease(name), registered.options)
         if isinstance(claim, Skip):
             log.info("skipped %s ticket %s: %s", name, ticket, claim.reason)
-            return BurstReport(name, "skipped", reason=claim.reason)
+            return BurstReport(name, BurstOutcome.SKIPPED, reason=claim.reason)
         if isinstance(claim, LostBurst):
             log.warning("provider %s: %s", name, claim.reason)
-            return BurstReport(name, "lost", reason=claim.reason, next=claim.doorbell)
+            return BurstReport(name, BurstOutcome.LOST, reason=claim.reason, next=claim.doorbell)
         return self._burst(registered, claim, progress)
 
     def _burst(
@@ -223,11 +226,11 @@ class Engine:
             run.around()
         except LeaseLost as exc:
             log.warning("provider %s: burst %s stopped: %s", claim.provider, claim.burst, exc)
-            report.outcome, report.reason = "interrupted", str(exc)
+            report.outcome, report.reason = BurstOutcome.INTERRUPTED, str(exc)
             return self._finish(report, run.started)
         except RetryAfter as exc:
             # The source asked to wait (a rate limit): not a failure, so no backoff step.
-            report.outcome = "waiting"
+            report.outcome = BurstOutcome.WAITING
             report.reason = f"provider {claim.provider!r}, page {run.sequence}: {exc}"
             log.warning("burst paused: %s", report.reason)
             wait = timedelta(seconds=exc.seconds)
@@ -239,7 +242,7 @@ class Engine:
                 f"page {run.sequence}"
             )
             message = _describe_failure(exc, where, self.page_timeout)
-            report.outcome, report.reason = "failed", message.split("\n", 1)[0]
+            report.outcome, report.reason = BurstOutcome.FAILED, message.split("\n", 1)[0]
             log.error("burst failed: %s", report.reason)
             report.next = self.store.fail_burst(claim, message, registered.options)
             return self._finish(report, run.started)
@@ -248,9 +251,9 @@ class Engine:
                 claim, done=run.done, lease=run.lease, options=registered.options
             )
         except LeaseLost as exc:
-            report.outcome, report.reason = "interrupted", str(exc)
+            report.outcome, report.reason = BurstOutcome.INTERRUPTED, str(exc)
             return self._finish(report, run.started)
-        report.outcome = "done" if run.done else "continued"
+        report.outcome = BurstOutcome.DONE if run.done else BurstOutcome.CONTINUED
         return self._finish(report, run.started)
 
     async def bounded(self, awaitable: Awaitable[Any]) -> Any:
@@ -270,7 +273,7 @@ class Engine:
             report.unchanged,
             report.rejected,
             report.duration,
-            report.outcome,
+            report.outcome.value,
         )
         return report
 
@@ -291,7 +294,7 @@ class _BurstRun:
         self.progress = progress
         self.lease = engine.lease(claim.provider)
         self.report = BurstReport(
-            claim.provider, "running", cycle_id=claim.cycle_id, burst=claim.burst
+            claim.provider, BurstOutcome.RUNNING, cycle_id=claim.cycle_id, burst=claim.burst
         )
         self.started = time.monotonic()
         self.deadline = self.started + registered.options.burst_length.total_seconds()
@@ -308,7 +311,7 @@ class _BurstRun:
             if inspect.isawaitable(outcome):
                 asyncio.run(_as_coroutine(outcome))
         if not self.called:
-            raise BurstError(
+            raise ContractBroken(
                 f"provider {self.claim.provider!r}: around() returned without calling "
                 "burst(context)"
             )
@@ -340,7 +343,15 @@ class _BurstRun:
     def commit(self, result: object) -> bool:
         """Commit one page; whether the burst should stop (source done or time is up)."""
         page = prepare_page(self.claim.provider, result, self.sequence)
-        commit = self.engine.store.commit_page(self.claim, page, self.sequence, self.lease)
+        # A hint for the writer: a page like the last one is likely unchanged too.
+        last = self.report.commits[-1] if self.report.commits else None
+        commit = self.engine.store.commit_page(
+            self.claim,
+            page,
+            self.sequence,
+            self.lease,
+            expect_unchanged=last is None or last.unchanged > 0,
+        )
         report = self.report
         report.commits.append(commit)
         report.pages += 1

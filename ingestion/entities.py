@@ -9,23 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ingestion.provider import PROVIDER_ANNOTATION
+from ingestion.errors import EntityRejected
 
 DEFAULT_NAMESPACE = "default"
+
+#: The annotation every ingested entity carries, naming the provider that owns it.
+PROVIDER_ANNOTATION = "backstage/incremental-entity-provider"
 
 # Backstage: 1-63 characters of [a-zA-Z0-9], separated by single '-', '_' or '.'.
 _NAME = re.compile(r"^[a-zA-Z0-9]+(?:[-_.][a-zA-Z0-9]+)*$")
 _KIND = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
 _MAX_NAME = 63
-
-
-class EntityRejected(ValueError):
-    """An entity breaks an envelope rule; ``rule`` names the rule, ``where`` the field."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ingestion.store import Store, stats
+from ingestion.store import Database, stats
 
 BURST_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 CYCLE_BUCKETS: tuple[float, ...] = (
@@ -42,7 +42,11 @@ CYCLE_BUCKETS: tuple[float, ...] = (
 #: (metric name without ``_total``, help, the BurstTotals field it reads)
 COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("ingestion_bursts_started", "Bursts that claimed their provider.", "started"),
-    ("ingestion_bursts_completed", "Bursts that ended without error.", "completed"),
+    (
+        "ingestion_bursts_completed",
+        "Bursts that ended without error (continued, done, or waiting out a rate limit).",
+        "completed",
+    ),
     ("ingestion_bursts_failed", "Bursts that failed or whose worker was lost.", "failed"),
     ("ingestion_bursts_interrupted", "Bursts stopped by an operator step.", "interrupted"),
     ("ingestion_pages", "Pages committed.", "pages"),
@@ -54,16 +58,16 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
 
 
 class IngestionCollector(Collector):
-    """Collects every ingestion metric from ``store`` when the registry is scraped."""
+    """Collects every ingestion metric from ``db`` when the registry is scraped."""
 
     def __init__(
         self,
-        store: Store,
+        db: Database,
         *,
         burst_buckets: Sequence[float] = BURST_BUCKETS,
         cycle_buckets: Sequence[float] = CYCLE_BUCKETS,
     ) -> None:
-        self.store = store
+        self.db = db
         self.burst_buckets = tuple(burst_buckets)
         self.cycle_buckets = tuple(cycle_buckets)
 
@@ -72,7 +76,7 @@ class IngestionCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        totals = stats.burst_totals(self.store)
+        totals = stats.burst_totals(self.db)
         for name, documentation, field in COUNTERS:
             counter = CounterMetricFamily(name, documentation, labels=["provider"])
             for row in totals:
@@ -81,14 +85,14 @@ class IngestionCollector(Collector):
         yield _histogram(
             "ingestion_burst_duration_seconds",
             "Duration of bursts that have ended, from claim to their last commit.",
-            stats.burst_durations(self.store, self.burst_buckets),
+            stats.burst_durations(self.db, self.burst_buckets),
         )
         yield _histogram(
             "ingestion_cycle_duration_seconds",
             "Duration of completed cycles, from their first burst to their sweep.",
-            stats.cycle_durations(self.store, self.cycle_buckets),
+            stats.cycle_durations(self.db, self.cycle_buckets),
         )
-        yield from _gauges(stats.provider_gauges(self.store))
+        yield from _gauges(stats.provider_gauges(self.db))
 
 
 def _histogram(name: str, documentation: str, rows: list[stats.Histogram]) -> Metric:
@@ -131,10 +135,10 @@ def _gauges(rows: list[stats.ProviderGauge]) -> Iterator[Metric]:
     yield from (running, attempts, due, blocked)
 
 
-def registry_for(store: Store, **options: Any) -> CollectorRegistry:
+def registry_for(db: Database, **options: Any) -> CollectorRegistry:
     """A registry of its own holding an :class:`IngestionCollector` (no process metrics)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(IngestionCollector(store, **options))
+    registry.register(IngestionCollector(db, **options))
     return registry
 
 

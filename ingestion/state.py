@@ -32,11 +32,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ingestion.provider import ProviderOptions
+from ingestion.options import ProviderOptions
 
 
 class Action(StrEnum):
-    """What a provider does when its ``due_at`` comes."""
+    """What a provider does when its ``due_at`` comes: the one vocabulary of the schedule."""
 
     INGEST = "ingest"  # run the next burst of the open cycle
     BACKOFF = "backoff"  # retry the open cycle after a failed burst
@@ -49,6 +49,39 @@ class CycleStatus(StrEnum):
     RUNNING = "running"  # bursts are reading the source
     COMPLETED = "completed"  # the source was read to the end and swept
     CANCELLED = "cancelled"  # closed before the end; never swept
+
+
+class BurstOutcome(StrEnum):
+    """How one step ended; every value but ``SKIPPED`` is stored in the burst's row."""
+
+    RUNNING = "running"  # claimed, not ended yet
+    CONTINUED = "continued"  # ended at its burst_length; the cycle goes on after the interval
+    DONE = "done"  # read the source to its end; the cycle was swept and completed
+    WAITING = "waiting"  # the source asked to wait (a rate limit); no backoff step spent
+    FAILED = "failed"  # raised; the provider backs off
+    LOST = "lost"  # its worker vanished and the lease expired; counted as a failure
+    INTERRUPTED = "interrupted"  # an operator step replaced it while it ran
+    SKIPPED = "skipped"  # a stale, duplicate or early message: nothing ran, nothing stored
+
+    @property
+    def tally(self) -> str | None:
+        """The counter a stored outcome adds to: completed, failed or interrupted."""
+        return _TALLY.get(self)
+
+
+_TALLY = {
+    BurstOutcome.CONTINUED: "completed",
+    BurstOutcome.DONE: "completed",
+    BurstOutcome.WAITING: "completed",
+    BurstOutcome.FAILED: "failed",
+    BurstOutcome.LOST: "failed",
+    BurstOutcome.INTERRUPTED: "interrupted",
+}
+
+
+def lease_held(owner: str | None, expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a worker holds the provider at ``now``: a burst that may still commit."""
+    return owner is not None and expires_at is not None and expires_at >= now
 
 
 @dataclass(frozen=True)
@@ -76,6 +109,19 @@ class Transition:
 def begin_cycle(now: datetime) -> Transition:
     """A rest has ended (or a provider is new): open a cycle and burst at once."""
     return Transition(Schedule(Action.INGEST, now, 0), open_cycle=True)
+
+
+def claim_step(current: Schedule, now: datetime, *, has_cycle: bool) -> Transition:
+    """A worker claims the due step: the end of a rest opens a cycle, any other step runs in
+    the open one. The ticket stays: the claim holds the step, it does not replace it."""
+    if current.action is Action.REST or not has_cycle:
+        return begin_cycle(now)
+    return Transition(current)
+
+
+def reset(now: datetime) -> Transition:
+    """The provider's records are forgotten: it rests, due now, so a new cycle begins."""
+    return Transition(Schedule(Action.REST, now, 0))
 
 
 def after_burst(done: bool, now: datetime, options: ProviderOptions) -> Transition:
@@ -134,6 +180,9 @@ class SweepDecision:
     remove_confirmed: bool  # removals a blocked sweep held back and this cycle confirmed
     remove_fresh: bool  # entities first found missing in this cycle
     blocked_reason: str | None
+    # The cycle whose marks the held-back removals are measured against from now on: what a
+    # later cycle must find still missing to remove. None when nothing is held back.
+    blocked_cycle: int | None = None
 
 
 def decide_sweep(
@@ -143,6 +192,8 @@ def decide_sweep(
     fresh: int,
     confirmed: int,
     options: ProviderOptions,
+    cycle: int | None = None,
+    blocked_cycle: int | None = None,
 ) -> SweepDecision:
     """Apply the two sweep guards.
 
@@ -151,6 +202,10 @@ def decide_sweep(
     still missing. A cycle that marked nothing removes nothing when
     ``reject_empty_source_collections`` is set. Otherwise confirmed removals go, and fresh ones
     go unless they exceed ``reject_removals_above_percentage`` of what the provider owns.
+
+    ``cycle`` is the completed cycle and ``blocked_cycle`` the one an earlier blocked sweep
+    recorded; the decision says which cycle a block is measured against from now on. An empty
+    cycle is no evidence of removal, so it keeps the earlier block as it was.
     """
     if marked == 0 and options.reject_empty_source_collections and fresh + confirmed > 0:
         return SweepDecision(
@@ -158,6 +213,7 @@ def decide_sweep(
             False,
             f"the source returned no entities; {fresh + confirmed} removal(s) held back "
             "(reject_empty_source_collections)",
+            blocked_cycle,
         )
     limit = options.reject_removals_above_percentage
     if limit is not None and owned > 0 and fresh > 0:
@@ -169,5 +225,6 @@ def decide_sweep(
                 f"{fresh} of {owned} entities ({share:.1f}%) would be removed, above the "
                 f"{limit:g}% limit (reject_removals_above_percentage); a later cycle that "
                 "finds them missing again removes them",
+                blocked_cycle if marked == 0 else cycle,
             )
     return SweepDecision(confirmed > 0, fresh > 0, None)

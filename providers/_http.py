@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 import httpx
 
-from ingestion.provider import RetryAfter
+from ingestion.errors import ProviderError, RetryAfter
 
 #: Query parameters whose values are never shown, whatever the provider's configuration.
 SECRET_PARAMS = frozenset(
@@ -36,7 +36,7 @@ MASK = "***"
 _BODY_LIMIT = 300
 
 
-class SourceError(RuntimeError):
+class SourceError(ProviderError):
     """The source could not be read; the message says the URL (without secrets) and why."""
 
 

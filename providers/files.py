@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 
-from ingestion.entities import EntityRejected, validate
+from ingestion.entities import validate
+from ingestion.errors import EntityRejected, ProviderConfigError
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
     IncrementalEntityProvider,
-    ProviderConfigError,
     Rejection,
 )
 

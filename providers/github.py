@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 
+from ingestion.errors import ProviderConfigError, RetryAfter
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
     IncrementalEntityProvider,
-    ProviderConfigError,
     Rejection,
-    RetryAfter,
 )
 from providers._http import (
     Secrets,

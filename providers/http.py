@@ -17,11 +17,11 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import ConfigDict
 
+from ingestion.errors import ProviderConfigError
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
     IncrementalEntityProvider,
-    ProviderConfigError,
     Rejection,
 )
 from providers._http import (

@@ -11,12 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-.venv/bin/python}"
-APP="${INGESTION_APP:-ingestion.ops.demo}"
+APP="${INGESTION_APP:-providers.demo.app}"
 args=(--app "$APP" --workers "${WORKERS:-4}" --run-dir "${CLUSTER_DIR:-.cluster}"
       --api-port "${API_PORT:-8000}" --flower-port "${FLOWER_PORT:-5555}")
-if [[ "$APP" == "ingestion.ops.demo" ]]; then
+if [[ "$APP" == "providers.demo.app" ]]; then
   args+=(--demo-sources)
 fi
 export INGESTION_DATABASE_URL="${INGESTION_DATABASE_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/ingestion}"
 export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
-exec "$PYTHON" -m ingestion.ops.cluster "${args[@]}"
+exec "$PYTHON" -m providers.demo.cluster "${args[@]}"

@@ -27,8 +27,8 @@ from ingestion.engine import BurstReport
 from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import models as m
 from providers.synthetic import SyntheticSource
-from tests.apps.synthetic_app import build
-from tests.conftest import wait_until
+from tests.support.synthetic_app import build
+from tests.support.waiting import wait_until
 
 TOKEN = "admin-token-for-tests-0123456789"
 METRICS_TOKEN = "metrics-token-for-tests-987654"
@@ -132,7 +132,7 @@ def test_health_needs_no_token_and_names_providers_with_two_open_cycles(api: Api
 
     # Given a provider with a second running cycle (the state the check exists to catch)
     start_step(api, "broken")
-    with api.ingestion.store.engine.begin() as conn:
+    with api.ingestion.store.db.sql_engine.begin() as conn:
         conn.execute(
             insert(m.cycles).values(
                 provider="broken",
@@ -160,6 +160,8 @@ ROUTES = [
     ("POST", "/incremental/providers/services/start"),
     ("POST", "/incremental/providers/services/cancel"),
     ("DELETE", "/incremental/providers/services"),
+    ("GET", "/incremental/providers/services/checkpoints"),
+    ("DELETE", "/incremental/providers/services/checkpoints"),
     ("GET", "/incremental/providers/services/marks"),
     ("DELETE", "/incremental/providers/services/marks"),
     ("POST", "/incremental/cleanup"),
@@ -226,9 +228,9 @@ def test_providers_lists_every_registered_provider(api: Api) -> None:
     assert [p["name"] for p in providers] == ["broken", "services"]
     for provider in providers:
         # Registered at startup, a new provider's first cycle is due now.
-        assert provider["current_action"] == "resting"
-        assert provider["next_action"] == "new-cycle"
-        assert near_now(provider["next_action_at"])
+        assert provider["action"] == "rest"
+        assert provider["action"] == "rest"
+        assert near_now(provider["due_at"])
         assert provider["entities"] == 0
 
 
@@ -241,24 +243,22 @@ def test_provider_detail_shows_the_current_cycle_while_it_runs(api: Api) -> None
 
     api.ingestion.run_cycle("services", progress=at_page)
     during = seen[3]
-    assert during["current_action"] == "bursting"
+    assert during["running"] is True
     assert during["worker"].startswith("foreground/")
-    assert during["next_action"] == "burst"
+    assert during["action"] == "ingest"
     progress = during["current_cycle"]
     assert (progress["bursts"], progress["pages"], progress["entities"]) == (1, 3, 150)
     assert progress["rejected"] == 0
 
     after = api.get("/incremental/providers/services")
-    assert after["current_action"] == "resting"
+    assert after["action"] == "rest"
     assert after["current_cycle"] is None
     assert after["worker"] is None
     last = after["last_completed_cycle"]
     assert last["id"] == progress["id"]
     assert (last["entities"], last["removed"], last["pages"]) == (600, 0, 12)
     assert last["duration_seconds"] > 0
-    assert datetime.fromisoformat(after["next_action_at"]) > datetime.now(UTC) + timedelta(
-        minutes=50
-    )
+    assert datetime.fromisoformat(after["due_at"]) > datetime.now(UTC) + timedelta(minutes=50)
     assert after["options"]["rest_length"] == 3600
 
 
@@ -279,8 +279,8 @@ def test_provider_detail_shows_attempts_and_the_last_error(api: Api) -> None:
     report = start_step(api, "broken")
     assert report.outcome == "failed"
     detail = api.get("/incremental/providers/broken")
-    assert detail["current_action"] == "backing-off"
-    assert detail["next_action"] == "retry"
+    assert detail["action"] == "backoff"
+    assert detail["action"] == "backoff"
     assert detail["attempts"] == 1
     error = detail["last_error"]
     assert "provider 'broken'" in error["message"]
@@ -355,17 +355,17 @@ def burst_messages(api: Api, provider: str) -> int:
 def test_trigger_ends_the_rest_now_and_announces_it(api: Api) -> None:
     api.cycle()
     resting = api.get("/incremental/providers/services")
-    assert not near_now(resting["next_action_at"], within=600)
+    assert not near_now(resting["due_at"], within=600)
     sent = burst_messages(api, "services")
 
     step = api.post("/incremental/providers/services/trigger")
 
     assert step["provider"] == "services"
-    assert step["next_action"] == "new-cycle"
-    assert near_now(step["next_action_at"])
+    assert step["action"] == "rest"
+    assert near_now(step["due_at"])
     assert "due now" in step["message"]
     detail = api.get("/incremental/providers/services")
-    assert near_now(detail["next_action_at"])
+    assert near_now(detail["due_at"])
     assert detail["ticket"] == step["ticket"]
     assert burst_messages(api, "services") == sent + 1
     # And the announced step runs: a worker (here, the engine) begins a new cycle.
@@ -382,9 +382,9 @@ def test_start_cancels_the_open_cycle_and_begins_a_new_one(api: Api) -> None:
 
     step = api.post("/incremental/providers/broken/start")
 
-    assert step["next_action"] == "burst"
+    assert step["action"] == "ingest"
     assert step["cycle"] is not None and step["cycle"] != old_cycle
-    assert near_now(step["next_action_at"])
+    assert near_now(step["due_at"])
     statuses = {c["id"]: c["status"] for c in api.ingestion.store.cycles("broken")}
     assert statuses[old_cycle] == "cancelled"
     assert statuses[step["cycle"]] == "running"
@@ -399,9 +399,9 @@ def test_cancel_rests_the_provider_and_start_begins_again(api: Api) -> None:
 
     cancelled = api.post("/incremental/providers/services/cancel")
 
-    assert cancelled["next_action"] == "new-cycle"
+    assert cancelled["action"] == "rest"
     detail = api.get("/incremental/providers/services")
-    assert detail["current_action"] == "resting"
+    assert detail["action"] == "rest"
     assert detail["current_cycle"] is None
     statuses = {c["id"]: c["status"] for c in api.ingestion.store.cycles("services")}
     assert statuses[cycle] == "cancelled"
@@ -419,39 +419,40 @@ def test_delete_purges_the_records_and_keeps_the_entities(api: Api) -> None:
     api.source.invalid = {5}
     api.cycle()
     assert api.get("/incremental/providers/services/errors")["items"]
-    assert api.get("/incremental/providers/services/marks")["items"]
+    assert api.get("/incremental/providers/services/checkpoints")["items"]
 
     step = api.delete("/incremental/providers/services")
 
     assert "purged" in step["message"]
-    assert step["next_action"] == "new-cycle"
-    assert near_now(step["next_action_at"])
+    assert step["action"] == "rest"
+    assert near_now(step["due_at"])
     assert api.get("/incremental/providers/services/errors")["items"] == []
-    assert api.get("/incremental/providers/services/marks")["items"] == []
+    assert api.get("/incremental/providers/services/checkpoints")["items"] == []
     detail = api.get("/incremental/providers/services")
     assert detail["last_completed_cycle"] is None
     assert detail["entities"] == 599
     assert len(api.get("/entities", provider="services", limit=1000)["items"]) == 599
 
 
-def test_marks_are_listed_newest_first_and_deleted_for_closed_cycles(api: Api) -> None:
+def test_checkpoints_are_listed_newest_first_and_deleted_for_closed_cycles(api: Api) -> None:
     api.cycle()
-    marks = api.get("/incremental/providers/services/marks")["items"]
+    marks = api.get("/incremental/providers/services/checkpoints")["items"]
+    assert api.get("/incremental/providers/services/marks")["items"] == marks  # Backstage's name
     assert [m["sequence"] for m in marks] == list(range(12, 0, -1))
     assert marks[0]["cursor"] == {"page": 13}
     assert all(m["entities"] == 50 for m in marks)
-    assert len(api.get("/incremental/providers/services/marks", limit=5)["items"]) == 5
+    assert len(api.get("/incremental/providers/services/checkpoints", limit=5)["items"]) == 5
 
     # An open cycle's marks are not touched by a delete.
     start_step(api, "broken")
-    deleted = api.delete("/incremental/providers/services/marks")
+    deleted = api.delete("/incremental/providers/services/checkpoints")
     assert deleted["deleted"] == 12
-    assert api.get("/incremental/providers/services/marks")["items"] == []
+    assert api.get("/incremental/providers/services/checkpoints")["items"] == []
 
     api.cycle()
     cleaned = api.post("/incremental/cleanup")
     assert cleaned["deleted"] == 12
-    assert "12 marks" in cleaned["message"]
+    assert "12 checkpoints" in cleaned["message"]
 
 
 def test_errors_are_newest_first_and_paginated(api: Api) -> None:

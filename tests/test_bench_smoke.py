@@ -18,7 +18,7 @@ from bench import figures
 from bench.figures import Config
 from bench.profile import profile
 from bench.report import Results, render
-from tests.conftest import PG_ADMIN_DSN, PG_HOST, REDIS_URL, ROOT
+from tests.support.paths import PG_ADMIN_DSN, PG_HOST, REDIS_URL, ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.workers]
 

@@ -11,10 +11,12 @@ import pytest
 
 from ingestion.store import Store
 from providers.synthetic import SourceServer
-from tests.apps.processes import celery
-from tests.conftest import ROOT, Workers, wait_until
+from tests.support.paths import ROOT
+from tests.support.processes import celery
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers
 
-APP = "tests.apps.synthetic_app"
+APP = "tests.support.synthetic_app"
 OPTIONS = {"burst_length": 0.3, "burst_interval": 0.1, "rest_length": 3600, "backoff": [0.5]}
 
 

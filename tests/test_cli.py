@@ -15,15 +15,15 @@ from sqlalchemy.engine import make_url
 
 from ingestion.store import Store
 from providers.synthetic import SourceServer
-from tests.apps.processes import Service, free_port, http_ready, ingestion_cli
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
+from tests.support.processes import Service, free_port, http_ready, ingestion_cli
 
 TOKEN = "cli-admin-token-0123456789abcdef"
 FAST = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
 
 
 class Cli:
-    """Runs ``ingestion --app tests.apps.synthetic_app ...`` with a test environment."""
+    """Runs ``ingestion --app tests.support.synthetic_app ...`` with a test environment."""
 
     def __init__(self, env: dict[str, str], database_url: str, tmp_path: Path) -> None:
         self.env = env
@@ -57,7 +57,7 @@ def cli_env(database_url: str, tmp_path: Path, providers: list[dict[str, Any]]) 
         env.pop(name, None)
     env.update(
         {
-            "INGESTION_APP": "tests.apps.synthetic_app",
+            "INGESTION_APP": "tests.support.synthetic_app",
             "INGESTION_DATABASE_URL": database_url,
             "INGESTION_BROKER_DIR": str(tmp_path / "broker"),
             "TEST_PROVIDERS": json.dumps(providers),
@@ -138,14 +138,14 @@ def test_providers_and_status_show_where_each_provider_stands(cli: Cli) -> None:
 
     table = cli("providers").stdout
     assert "services" in table and "broken" in table
-    assert "resting" in table
+    assert "rest" in table and "ingest" not in table
     listed = cli.json("providers")
     assert [p["name"] for p in listed] == ["broken", "services"]
     assert listed[1]["entities"] == 600
 
     detail = cli.json("status", "services")
     assert detail["last_completed_cycle"]["entities"] == 600
-    assert detail["current_action"] == "resting"
+    assert detail["action"] == "rest"
     text = cli("status", "services").stdout
     assert "last completed" in text and "600 entities, 0 removed" in text
     everything = cli("status").stdout
@@ -159,19 +159,19 @@ def test_providers_and_status_show_where_each_provider_stands(cli: Cli) -> None:
 
 def test_trigger_start_and_cancel_steer_the_provider(cli: Cli) -> None:
     cli("run", "services")
-    assert not near_now(cli.json("status", "services")["next_action_at"], within=600)
+    assert not near_now(cli.json("status", "services")["due_at"], within=600)
 
     assert "the pending step is due now" in cli("trigger", "services").stdout
-    assert near_now(cli.json("status", "services")["next_action_at"])
+    assert near_now(cli.json("status", "services")["due_at"])
 
     assert "a new cycle begins now" in cli("start", "services").stdout
     opened = cli.json("status", "services")
-    assert opened["next_action"] == "burst"
+    assert opened["action"] == "ingest"
     cycle = opened["current_cycle"]["id"]
 
     assert "cancelled" in cli("cancel", "services").stdout
     cancelled = cli.json("status", "services")
-    assert cancelled["current_action"] == "resting"
+    assert cancelled["action"] == "rest"
     assert cancelled["current_cycle"] is None
     store = cli.store()
     assert {c["id"]: c["status"] for c in store.cycles("services")}[cycle] == "cancelled"
@@ -192,15 +192,15 @@ def test_reset_asks_first_then_purges_the_records_and_keeps_the_entities(cli: Cl
     store.dispose()
 
 
-def test_marks_and_errors(cli: Cli, source_server: SourceServer) -> None:
+def test_checkpoints_and_errors(cli: Cli, source_server: SourceServer) -> None:
     source_server.source.invalid = {2}
     cli("run", "services")
 
-    marks = cli.json("marks", "services", "--limit", "100")
+    marks = cli.json("checkpoints", "services", "--limit", "100")
     assert [m["sequence"] for m in marks] == list(range(12, 0, -1))
-    assert "cycle" in cli("marks", "services").stdout
-    assert "deleted 12 marks" in cli("marks", "services", "--delete").stdout
-    assert cli.json("marks", "services") == []
+    assert "cycle" in cli("checkpoints", "services").stdout
+    assert "deleted 12 checkpoints" in cli("checkpoints", "services", "--delete").stdout
+    assert cli.json("marks", "services") == []  # the name Backstage uses
 
     errors = cli.json("errors", "services")
     assert len(errors) == 1
@@ -209,7 +209,7 @@ def test_marks_and_errors(cli: Cli, source_server: SourceServer) -> None:
     assert cli.json("errors", "services", "--kind", "burst") == []
 
     cli("run", "services")
-    assert "deleted 12 marks of closed cycles" in cli("cleanup").stdout
+    assert "deleted 12 checkpoints of closed cycles" in cli("cleanup").stdout
 
 
 def test_entities_pages_through_the_catalog_and_shows_one(

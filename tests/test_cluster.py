@@ -13,11 +13,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingestion.ops.demo import demo_ref
 from ingestion.store import Store
+from providers.demo.app import demo_ref
 from providers.synthetic import SourceServer, SyntheticSource
-from tests.apps.processes import Service, free_port
-from tests.conftest import ROOT, unique, wait_until
+from tests.support.paths import ROOT, unique
+from tests.support.processes import Service, free_port
+from tests.support.waiting import wait_until
 
 TOKEN = "cluster-admin-token-0f9e8d7c6b5a"
 FLOWER_AUTH = ("operator", "cluster-flower-password-1234")
@@ -63,8 +64,8 @@ def test_cluster_ingests_two_providers_over_three_workers(
             [
                 sys.executable,
                 "-m",
-                "ingestion.ops.cluster",
-                "--app=ingestion.ops.demo",
+                "providers.demo.cluster",
+                "--app=providers.demo.app",
                 "--workers=3",
                 f"--run-dir={run_dir}",
                 f"--api-port={api_port}",

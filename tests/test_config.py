@@ -1,5 +1,5 @@
 """The configuration file: durations, providers by type, errors naming file, provider and key,
-and ``celery -A ingestion.app`` finding the app it describes."""
+and ``celery -A providers.app`` finding the app it describes."""
 
 from __future__ import annotations
 
@@ -13,21 +13,22 @@ from textwrap import dedent
 
 import pytest
 
-import ingestion.app
-from ingestion.config import (
+import providers.app
+from ingestion.durations import parse_duration
+from ingestion.settings import Settings
+from providers.config import (
     CONFIG_ENV,
     ConfigError,
     configured_ingestion,
     ingestion_from_config,
     load_config,
 )
-from ingestion.durations import parse_duration
-from ingestion.settings import Settings
 from providers.files import FilesProvider
 from providers.github import GitHubProvider
 from providers.http import HttpProvider, NextCursor, PageNumber, TokenAuth
 from providers.synthetic import SyntheticProvider
-from tests.conftest import ROOT, make_ingestion
+from tests.support.ingestions import make_ingestion
+from tests.support.paths import ROOT
 
 # -- durations ----------------------------------------------------------------------------
 
@@ -228,12 +229,12 @@ GITHUB = "  - name: repos\n    type: github\n    organization: acme\n"
         ),
         (
             GITHUB + "    reject_removals_above_percentage: 150\n",
-            "provider 'repos' (providers[0]): reject_removals_above_percentage must be a number "
-            "from 0 to 100, got 150.0",
+            "provider 'repos' (providers[0]), key reject_removals_above_percentage: must be a "
+            "number from 0 to 100, got 150",
         ),
         (
             GITHUB + "    burst_length: 0s\n",
-            "provider 'repos' (providers[0]): burst_length must be above 0",
+            "provider 'repos' (providers[0]), key burst_length: must be above 0",
         ),
         (
             "  - {name: x, type: http, url: 'http://a', entity: {spec: {owner: a}}}\n",
@@ -293,7 +294,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
-# -- celery -A ingestion.app --------------------------------------------------------------
+# -- celery -A providers.app ---------------------------------------------------------------
 
 
 @pytest.fixture
@@ -307,13 +308,13 @@ def test_the_module_gives_the_configured_app_and_ingestion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_configured: None
 ) -> None:
     monkeypatch.setenv(CONFIG_ENV, str(write(tmp_path, FULL)))
-    built = ingestion.app.ingestion
+    built = providers.app.ingestion
     assert sorted(built.providers) == ["catalog", "cursor-api", "repos", "services"]
-    assert ingestion.app.app is built.celery_app
-    assert ingestion.app.celery is built.celery_app
-    assert ingestion.app.ingestion is built  # built once per process
+    assert providers.app.app is built.celery_app
+    assert providers.app.celery is built.celery_app
+    assert providers.app.ingestion is built  # built once per process
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
-        ingestion.app.nothing  # noqa: B018
+        providers.app.nothing  # noqa: B018
 
 
 def test_the_module_says_when_the_variable_is_unset(
@@ -321,13 +322,13 @@ def test_the_module_says_when_the_variable_is_unset(
 ) -> None:
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     with pytest.raises(ConfigError, match=f"^{CONFIG_ENV} is not set: set it to the path"):
-        ingestion.app.app  # noqa: B018
+        providers.app.app  # noqa: B018
 
 
 def celery(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != CONFIG_ENV} | env
     return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "ingestion.app", *args],
+        [sys.executable, "-m", "celery", "-A", "providers.app", *args],
         cwd=ROOT,
         env=full,
         capture_output=True,

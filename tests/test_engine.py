@@ -27,7 +27,8 @@ from ingestion import (
 )
 from ingestion.store import Doorbell
 from providers.synthetic import SourceServer, SyntheticProvider, SyntheticSource, service_entity
-from tests.conftest import make_ingestion, wait_until
+from tests.support.ingestions import make_ingestion
+from tests.support.waiting import wait_until
 
 OWNER = "test/1"
 
@@ -118,7 +119,7 @@ def test_a_full_cycle_over_many_bursts_ends_with_the_catalog_equal_to_the_source
     assert sample is not None
     assert sample.entity["metadata"]["annotations"][PROVIDER_ANNOTATION] == "services"
     assert sample.location_key == "synthetic:services"
-    marks = synthetic.store.marks("services", limit=1000)
+    marks = synthetic.store.checkpoints("services", limit=1000)
     assert sorted(m["sequence"] for m in marks) == list(range(1, 13))
     assert json.loads(max(marks, key=lambda m: m["sequence"])["cursor"]) == {"page": 13}
     status = synthetic.store.status("services")
@@ -211,7 +212,7 @@ def test_a_retry_resumes_from_the_last_committed_cursor(database_url: str, tmp_p
     assert [r.outcome for r in reports] == ["failed", "done"]
     assert reports[0].pages == 3
     assert provider.requested == [0, 1, 2, 3, 3, 4, 5]
-    marks = ingestion.store.marks("pages")
+    marks = ingestion.store.checkpoints("pages")
     assert sorted(m["sequence"] for m in marks) == [1, 2, 3, 4, 5, 6]
     assert ingestion.catalog.count("pages") == 60
 
@@ -352,7 +353,7 @@ def test_a_cursor_json_cannot_encode_fails_the_burst_and_loses_nothing_committed
     assert "cursor of type dict" in error or "cursor of type datetime" in error
     assert "JSON" in error
     assert ingestion.catalog.count("cursors") == 20, "the two pages before stay committed"
-    assert sorted(m["sequence"] for m in ingestion.store.marks("cursors")) == [1, 2]
+    assert sorted(m["sequence"] for m in ingestion.store.checkpoints("cursors")) == [1, 2]
     bad_from["value"] = 99
     report = step(ingestion, report.next)
     assert report.outcome == "done"

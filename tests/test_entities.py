@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from ingestion.entities import EntityRejected, entity_ref, prepare, validate
-from ingestion.provider import PROVIDER_ANNOTATION
+from ingestion.entities import PROVIDER_ANNOTATION, EntityRejected, entity_ref, prepare, validate
 
 
 def entity(**metadata: Any) -> dict[str, Any]:

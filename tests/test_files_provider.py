@@ -7,50 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import IncrementalIngestion
+from ingestion import IncrementalIngestion, ProviderConfigError
 from ingestion.store import ErrorKind
 from providers.files import LOCATION_ANNOTATION, FilesProvider, catalog_files
-from tests.conftest import make_ingestion
-from tests.test_http_provider import burst_error, one_burst
-
-
-def component(name: str, **spec: str) -> str:
-    lines = [
-        "apiVersion: backstage.io/v1alpha1",
-        "kind: Component",
-        "metadata:",
-        f"  name: {name}",
-        "spec:",
-        "  type: service",
-        "  owner: team-a",
-    ]
-    lines += [f"  {k}: {v}" for k, v in spec.items()]
-    return "\n".join(lines) + "\n"
-
-
-def write(root: Path, relative: str, text: str) -> Path:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def make_tree(root: Path, teams: int = 12) -> set[str]:
-    """``teams`` folders with a service each (and a system beside every third); the refs."""
-    refs: set[str] = set()
-    for n in range(teams):
-        text = component(f"svc-{n:02d}")
-        refs.add(f"component:default/svc-{n:02d}")
-        if n % 3 == 0:
-            text += "---\napiVersion: backstage.io/v1alpha1\nkind: System\n"
-            text += f"metadata:\n  name: sys-{n:02d}\n"
-            refs.add(f"system:default/sys-{n:02d}")
-        write(root, f"team-{n:02d}/catalog-info.yaml", text)
-    write(root, "team-03/deep/er/catalog-info.yaml", component("deep-one"))
-    refs.add("component:default/deep-one")
-    write(root, ".git/catalog-info.yaml", component("hidden-one"))  # hidden: not read
-    write(root, "team-04/README.md", "not a catalog file\n")
-    return refs
+from tests.support.ingestions import burst_error, make_ingestion, one_burst
+from tests.support.trees import component, make_tree, write
 
 
 def files(root: Path, **kwargs: object) -> FilesProvider:
@@ -234,7 +195,7 @@ def test_a_missing_directory_fails_the_burst_and_sweeps_nothing(
 
 
 def test_files_per_page_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="files_per_page must be at least 1"):
+    with pytest.raises(ProviderConfigError, match="files_per_page must be at least 1"):
         FilesProvider("catalog", ".", files_per_page=0)
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from ingestion.store import Store
 from providers.synthetic import SourceServer, SyntheticSource
-from tests.apps.processes import Service, celery, free_port, http_ready
-from tests.conftest import ROOT, unique, wait_until
+from tests.support.paths import ROOT, unique
+from tests.support.processes import Service, celery, free_port, http_ready
+from tests.support.waiting import wait_until
 
 ADMIN_TOKEN = "flower-test-admin-token-5f1e2d3c"
 PROVIDER_TOKEN = "provider-token-9a8b7c6d5e4f"
@@ -46,7 +47,7 @@ def test_flower_lists_each_providers_bursts_with_readable_arguments(
         auth = (FLOWER_USER, FLOWER_PASSWORD)
         flower = Service(
             "flower",
-            celery("ingestion.ops.demo", "flower", "--address=127.0.0.1", f"--port={port}"),
+            celery("providers.demo.app", "flower", "--address=127.0.0.1", f"--port={port}"),
             env,
             tmp_path,
         )
@@ -56,7 +57,7 @@ def test_flower_lists_each_providers_bursts_with_readable_arguments(
             worker = Service(
                 "worker",
                 celery(
-                    "ingestion.ops.demo",
+                    "providers.demo.app",
                     "worker",
                     "--loglevel=INFO",
                     "--hostname=flower-worker@%h",

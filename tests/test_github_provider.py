@@ -19,9 +19,8 @@ from ingestion import Action, IncrementalIngestion
 from ingestion.entities import valid_name
 from providers._names import entity_name
 from providers.github import MAX_WAIT, GitHubProvider, repository_entity
-from tests.apps.fake_apis import Answer, GitHubApi, make_repo
-from tests.conftest import make_ingestion
-from tests.test_http_provider import burst_error, everything_stored, one_burst
+from tests.support.fake_apis import Answer, GitHubApi, expected_refs, make_repo
+from tests.support.ingestions import burst_error, everything_stored, make_ingestion, one_burst
 
 TOKEN = "ghp_madeUpToken0123456789abcdefABCDEF"
 TOKEN_ENV = "TEST_GITHUB_TOKEN"
@@ -41,10 +40,6 @@ def sqlite(tmp_path: Path) -> IncrementalIngestion:
     ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     ingestion.migrate()
     return ingestion
-
-
-def expected_refs(api: GitHubApi) -> set[str]:
-    return {f"component:default/{entity_name(n)}".lower() for n in api.names()}
 
 
 def rate_limited(seconds: float, status: int = 403) -> Answer:

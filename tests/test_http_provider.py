@@ -9,12 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from ingestion import Action, IncrementalIngestion
-from ingestion.provider import ProviderConfigError
-from ingestion.store import ErrorKind
-from ingestion.store import models as m
+from ingestion import Action
+from ingestion.errors import ProviderConfigError
 from providers.http import (
     EntityTemplate,
     HttpProvider,
@@ -25,8 +22,8 @@ from providers.http import (
     Pagination,
     TokenAuth,
 )
-from tests.apps.fake_apis import Answer, FakeServer, ItemsApi
-from tests.conftest import make_ingestion
+from tests.support.fake_apis import Answer, FakeServer, ItemsApi, refs
+from tests.support.ingestions import burst_error, everything_stored, make_ingestion, one_burst
 
 TOKEN = "tok-7f3a9c1e5b2d4e6f8a0b"  # made up; must never show anywhere
 TEMPLATE: dict[str, Any] = {
@@ -62,23 +59,6 @@ def provider(
         pagination=pagination or LinkHeader(),
         **kwargs,
     )
-
-
-def refs(ids: list[int]) -> set[str]:
-    return {f"component:default/svc-{n:04d}" for n in ids}
-
-
-def one_burst(ingestion: IncrementalIngestion, name: str) -> Any:
-    """Begin a cycle and run its first burst in this process."""
-    ingestion.store.ensure_providers([name])
-    doorbell = ingestion.store.start(name)
-    return ingestion.engine.run_step(name, doorbell.ticket, "test/1")
-
-
-def burst_error(ingestion: IncrementalIngestion, name: str) -> str:
-    [error] = ingestion.errors(name, kind=ErrorKind.BURST.value)
-    message: str = error["message"].split("\n", 1)[0]
-    return message
 
 
 # -- pagination ---------------------------------------------------------------------------
@@ -232,15 +212,6 @@ def test_items_that_are_not_objects_are_rejected_alone(tmp_path: Path) -> None:
 # -- secrets ------------------------------------------------------------------------------
 
 
-def everything_stored(ingestion: IncrementalIngestion) -> str:
-    """Every row of every table, as text."""
-    out = []
-    with ingestion.store.engine.connect() as conn:
-        for table in m.metadata.sorted_tables:
-            out += [repr(tuple(row)) for row in conn.execute(select(table))]
-    return "\n".join(out)
-
-
 def broker_messages(tmp_path: Path) -> str:
     return "\n".join(
         p.read_text(errors="replace") for p in (tmp_path / "broker").rglob("*") if p.is_file()
@@ -299,7 +270,7 @@ def test_a_token_in_a_query_parameter_is_masked_in_logs_errors_and_cursors(
 
     # Then the server got the token, the stored cursor and error show the URL without it
     assert all(r.query.get("api_key") == TOKEN for r in api.requests)
-    [mark] = ingestion.store.marks("services")
+    [mark] = ingestion.store.checkpoints("services")
     assert mark["cursor"] is not None and "after=" in mark["cursor"]
     assert "api_key" not in mark["cursor"]
     error = burst_error(ingestion, "services")

@@ -60,6 +60,15 @@ def test_the_documented_options_are_accepted(ingestion: IncrementalIngestion) ->
     assert options.reject_empty_source_collections is True
 
 
+def test_durations_take_the_same_text_as_the_configuration_file(
+    ingestion: IncrementalIngestion,
+) -> None:
+    ingestion.add_provider(Named("services"), burst_length="500ms", backoff=["1m", 30, "1h30m"])
+    options = ingestion.registered("services").options
+    assert options.burst_length == timedelta(milliseconds=500)
+    assert options.backoff == (timedelta(minutes=1), timedelta(seconds=30), timedelta(hours=1.5))
+
+
 def test_defaults_follow_the_reference_module(ingestion: IncrementalIngestion) -> None:
     ingestion.add_provider(Named("services"))
     options = ingestion.registered("services").options
@@ -78,15 +87,18 @@ def test_defaults_follow_the_reference_module(ingestion: IncrementalIngestion) -
     ("options", "fragment"),
     [
         ({"burst_lenght": 3}, "unknown option(s) burst_lenght"),
-        ({"burst_interval": timedelta(seconds=-1)}, "burst_interval must not be negative"),
-        ({"rest_length": -5}, "rest_length must not be negative"),
-        ({"burst_length": timedelta(0)}, "burst_length must be above 0"),
-        ({"burst_length": "3s"}, "burst_length must be a timedelta"),
-        ({"backoff": []}, "backoff must have at least one step"),
-        ({"backoff": [timedelta(seconds=1), timedelta(seconds=-1)]}, "backoff[1] must not be"),
-        ({"reject_removals_above_percentage": 101}, "reject_removals_above_percentage must be"),
-        ({"reject_removals_above_percentage": -1}, "reject_removals_above_percentage must be"),
-        ({"reject_empty_source_collections": "yes"}, "reject_empty_source_collections must be"),
+        ({"burst_interval": timedelta(seconds=-1)}, "burst_interval: must not be negative"),
+        ({"rest_length": -5}, "rest_length: must not be negative (a duration), got -5s"),
+        ({"burst_length": timedelta(0)}, "burst_length: must be above 0"),
+        ({"burst_length": "3 lightyears"}, "burst_length: invalid duration '3 lightyears'"),
+        ({"burst_length": [3]}, "burst_length: expected a duration, got list"),
+        ({"backoff": []}, "backoff: must have at least one step"),
+        ({"backoff": "1m"}, "backoff: must be a list of durations, got str"),
+        ({"backoff": [timedelta(seconds=1), timedelta(seconds=-1)]}, "backoff[1]: must not be"),
+        ({"reject_removals_above_percentage": 101}, "reject_removals_above_percentage: must be"),
+        ({"reject_removals_above_percentage": -1}, "reject_removals_above_percentage: must be"),
+        ({"reject_removals_above_percentage": True}, "reject_removals_above_percentage: must"),
+        ({"reject_empty_source_collections": "yes"}, "reject_empty_source_collections: must"),
     ],
 )
 def test_bad_options_are_refused_naming_provider_and_option(

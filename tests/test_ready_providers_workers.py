@@ -1,4 +1,4 @@
-"""The ready providers through a real worker: ``celery -A ingestion.app worker`` with a
+"""The ready providers through a real worker: ``celery -A providers.app worker`` with a
 configuration file, Redis, Postgres, and made-up sources on 127.0.0.1."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from textwrap import dedent
 import pytest
 
 from ingestion import IncrementalIngestion, Settings
-from ingestion.config import CONFIG_ENV, ingestion_from_config
-from tests.apps.fake_apis import GitHubApi, ItemsApi
-from tests.apps.processes import Service, celery
-from tests.conftest import ROOT, unique, wait_until
-from tests.test_files_provider import make_tree
-from tests.test_github_provider import expected_refs
-from tests.test_http_provider import everything_stored, refs
+from providers.config import CONFIG_ENV, ingestion_from_config
+from tests.support.fake_apis import GitHubApi, ItemsApi, expected_refs, refs
+from tests.support.ingestions import everything_stored
+from tests.support.paths import ROOT, unique
+from tests.support.processes import Service, celery
+from tests.support.trees import make_tree
+from tests.support.waiting import wait_until
 
 HTTP_TOKEN = "svc-token-made-up-5b9e2c7d1a"
 GITHUB_TOKEN = "ghp_madeUpWorkerToken4f8a2b6c9d0e1f"
@@ -93,7 +93,7 @@ def test_a_configured_worker_mirrors_each_source_and_sweeps_its_deletions(
         args = ["worker", "--beat", f"--schedule={tmp_path / 'beat-schedule'}"]
         args += ["--loglevel=INFO", "--concurrency=1", "--pool=prefork"]
         args += ["--without-mingle", "--without-gossip", f"--hostname=ready-{queue}@%h"]
-        worker = Service("worker", celery("ingestion.app", *args), env, tmp_path)
+        worker = Service("worker", celery("providers.app", *args), env, tmp_path)
         client = ingestion_from_config(
             config, settings=Settings(database_url=pg_url, broker_url=redis_url, queue=queue)
         )

@@ -17,11 +17,12 @@ import pytest
 
 from ingestion import Action, DeferredEntity, EntityIteratorResult, IncrementalEntityProvider
 from ingestion.engine import prepare_page
-from ingestion.provider import Rejection, RetryAfter
+from ingestion.errors import RetryAfter
+from ingestion.provider import Rejection
 from ingestion.state import CycleStatus, Schedule, after_rate_limit
 from ingestion.store import ErrorKind
 from providers.synthetic import service_entity
-from tests.conftest import make_ingestion
+from tests.support.ingestions import make_ingestion
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -6,18 +6,22 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingestion.provider import ProviderOptions
+from ingestion.options import ProviderOptions
 from ingestion.state import (
     Action,
+    BurstOutcome,
     CycleStatus,
     Schedule,
     after_burst,
     after_failure,
     begin_cycle,
+    claim_step,
     decide_sweep,
+    lease_held,
     operator_cancel,
     operator_start,
     operator_trigger,
+    reset,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -142,3 +146,63 @@ def test_an_empty_source_is_swept_when_the_guard_is_off() -> None:
 def test_nothing_to_remove_is_never_blocked() -> None:
     d = decide_sweep(owned=0, marked=0, fresh=0, confirmed=0, options=GUARDED)
     assert d.blocked_reason is None
+
+
+def test_a_block_is_measured_against_the_cycle_that_found_the_removals() -> None:
+    d = decide_sweep(
+        owned=100, marked=90, fresh=10, confirmed=0, options=GUARDED, cycle=7, blocked_cycle=None
+    )
+    assert d.blocked_reason is not None and d.blocked_cycle == 7
+
+
+def test_an_empty_cycle_keeps_the_earlier_block_as_it_was() -> None:
+    d = decide_sweep(
+        owned=50, marked=0, fresh=40, confirmed=10, options=GUARDED, cycle=9, blocked_cycle=7
+    )
+    assert d.blocked_reason is not None and d.blocked_cycle == 7
+
+
+def test_a_sweep_that_goes_ahead_clears_the_block() -> None:
+    d = decide_sweep(
+        owned=100, marked=97, fresh=0, confirmed=3, options=GUARDED, cycle=9, blocked_cycle=7
+    )
+    assert d.remove_confirmed and d.blocked_reason is None and d.blocked_cycle is None
+
+
+def test_claiming_the_end_of_a_rest_opens_a_cycle_that_bursts_at_once() -> None:
+    t = claim_step(Schedule(Action.REST, NOW - timedelta(seconds=1), 0), NOW, has_cycle=True)
+    assert t.open_cycle and t.schedule == Schedule(Action.INGEST, NOW, 0)
+
+
+def test_claiming_a_step_of_the_open_cycle_keeps_its_schedule() -> None:
+    current = Schedule(Action.BACKOFF, NOW, 2)
+    t = claim_step(current, NOW, has_cycle=True)
+    assert not t.open_cycle and t.close_cycle is None and t.schedule == current
+    assert claim_step(current, NOW, has_cycle=False).open_cycle  # no cycle to continue
+
+
+def test_a_lease_is_held_until_it_expires() -> None:
+    assert lease_held("w/1", NOW, NOW)
+    assert not lease_held("w/1", NOW - timedelta(microseconds=1), NOW)
+    assert not lease_held(None, NOW + timedelta(minutes=1), NOW)
+
+
+def test_reset_rests_due_now() -> None:
+    assert reset(NOW).schedule == Schedule(Action.REST, NOW, 0)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "tally"),
+    [
+        (BurstOutcome.CONTINUED, "completed"),
+        (BurstOutcome.DONE, "completed"),
+        (BurstOutcome.WAITING, "completed"),
+        (BurstOutcome.FAILED, "failed"),
+        (BurstOutcome.LOST, "failed"),
+        (BurstOutcome.INTERRUPTED, "interrupted"),
+        (BurstOutcome.RUNNING, None),
+        (BurstOutcome.SKIPPED, None),
+    ],
+)
+def test_every_burst_outcome_counts_once(outcome: BurstOutcome, tally: str | None) -> None:
+    assert outcome.tally == tally

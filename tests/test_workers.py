@@ -12,7 +12,9 @@ import redis
 from ingestion import Action, CycleStatus, IncrementalIngestion
 from ingestion.tasks import BURST
 from providers.synthetic import SourceServer, SyntheticSource
-from tests.conftest import Workers, client_ingestion, wait_until
+from tests.support.ingestions import client_ingestion
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.workers
 
@@ -98,7 +100,7 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     wait_for_completed(client, 1, timeout=90)
     assert set(client.catalog.refs("services")) == source.refs()
     cycle = completed_cycles(client)[0]
-    marks = client.store.marks("services", limit=1000)
+    marks = client.store.checkpoints("services", limit=1000)
     assert sorted(m["sequence"] for m in marks) == list(range(1, 41)), "each page exactly once"
     assert cycle["pages"] == 40 and cycle["entities"] == 1000
     bursts = client.store.bursts("services", limit=1000)

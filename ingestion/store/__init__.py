@@ -1,5 +1,6 @@
-"""The store: the only package that speaks SQL."""
+"""The store: the only package that speaks SQL (see :mod:`ingestion.store.store`)."""
 
+from ingestion.store.database import Database, Tx, create_sql_engine
 from ingestion.store.records import (
     Claim,
     Doorbell,
@@ -12,13 +13,13 @@ from ingestion.store.records import (
     Skip,
     SweepResult,
 )
-from ingestion.store.store import LeaseLost, Store, UnknownProvider, create_db_engine
+from ingestion.store.store import Store
 
 __all__ = [
     "Claim",
+    "Database",
     "Doorbell",
     "ErrorKind",
-    "LeaseLost",
     "LostBurst",
     "Page",
     "PageCommit",
@@ -27,6 +28,6 @@ __all__ = [
     "Skip",
     "Store",
     "SweepResult",
-    "UnknownProvider",
-    "create_db_engine",
+    "Tx",
+    "create_sql_engine",
 ]

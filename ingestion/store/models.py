@@ -129,8 +129,10 @@ cycles = Table(
     Column("ended_at", UTCDateTime(), nullable=True),
 )
 
-marks = Table(
-    "ingestion_marks",
+# One row per committed page: the cursor after it, written in the page's transaction. A burst
+# resumes from the last one. (An entity's own mark is ``catalog_entities.mark_cycle``.)
+checkpoints = Table(
+    "ingestion_checkpoints",
     metadata,
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -146,7 +148,7 @@ marks = Table(
     Column("entities", Integer, nullable=False),
     _created(),
     # A page is committed once: the database refuses a second commit of the same sequence.
-    UniqueConstraint("cycle_id", "sequence", name="uq_ingestion_marks_cycle_sequence"),
+    UniqueConstraint("cycle_id", "sequence", name="uq_ingestion_checkpoints_cycle_sequence"),
 )
 
 bursts = Table(
@@ -160,7 +162,7 @@ bursts = Table(
     Column("number", Integer, nullable=False),
     Column("ticket", BigInteger, nullable=False),
     Column("worker", String(255), nullable=False),
-    Column("outcome", String(16), nullable=False),  # running, continued, done, failed, lost
+    Column("outcome", String(16), nullable=False),  # state.BurstOutcome
     Column("pages", Integer, nullable=False, default=0),
     Column("entities", Integer, nullable=False, default=0),  # marked
     Column("written", Integer, nullable=False, default=0),  # inserted or changed
@@ -211,10 +213,10 @@ __all__ = [
     "JSONDocument",
     "UTCDateTime",
     "bursts",
+    "checkpoints",
     "cycles",
     "entities",
     "errors",
-    "marks",
     "metadata",
     "providers",
 ]

@@ -12,13 +12,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
 
-from ingestion.state import CycleStatus
+from ingestion import state
+from ingestion.state import BurstOutcome, CycleStatus
 from ingestion.store import models as m
-from ingestion.store.store import Store
+from ingestion.store.database import Database
 
-#: Burst outcomes that count as a completed burst, and as a failed one.
-COMPLETED_OUTCOMES = ("continued", "done")
-FAILED_OUTCOMES = ("failed", "lost")
+
+def _outcomes(tally: str) -> tuple[str, ...]:
+    return tuple(o.value for o in BurstOutcome if o.tally == tally)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class ProviderGauge:
     blocked: int
 
 
-def open_cycles(store: Store, *, more_than: int = 1) -> dict[str, int]:
+def open_cycles(db: Database, *, more_than: int = 1) -> dict[str, int]:
     """Providers with more than ``more_than`` running cycles, and how many each has."""
     c = m.cycles.c
     stmt = (
@@ -70,11 +71,11 @@ def open_cycles(store: Store, *, more_than: int = 1) -> dict[str, int]:
         .having(func.count() > more_than)
         .order_by(c.provider)
     )
-    with store.engine.connect() as conn:
+    with db.read() as conn:
         return {row[0]: int(row[1]) for row in conn.execute(stmt)}
 
 
-def burst_totals(store: Store) -> list[BurstTotals]:
+def burst_totals(db: Database) -> list[BurstTotals]:
     """Per provider: bursts started, completed, failed and interrupted, and their counts."""
     b = m.bursts.c
 
@@ -85,9 +86,9 @@ def burst_totals(store: Store) -> list[BurstTotals]:
         select(
             b.provider,
             func.count(),
-            outcome_count(COMPLETED_OUTCOMES),
-            outcome_count(FAILED_OUTCOMES),
-            outcome_count(("interrupted",)),
+            outcome_count(_outcomes("completed")),
+            outcome_count(_outcomes("failed")),
+            outcome_count(_outcomes("interrupted")),
             func.coalesce(func.sum(b.pages), 0),
             func.coalesce(func.sum(b.entities), 0),
             func.coalesce(func.sum(b.written), 0),
@@ -98,22 +99,22 @@ def burst_totals(store: Store) -> list[BurstTotals]:
         .group_by(b.provider)
         .order_by(b.provider)
     )
-    with store.engine.connect() as conn:
+    with db.read() as conn:
         return [BurstTotals(row[0], *(int(v) for v in row[1:])) for row in conn.execute(stmt)]
 
 
-def _seconds(store: Store, start: Any, end: Any) -> ColumnElement[Any]:
-    if store.dialect == "postgresql":
+def _seconds(db: Database, start: Any, end: Any) -> ColumnElement[Any]:
+    if db.dialect == "postgresql":
         return func.extract("epoch", end - start)
     # SQLite keeps UTC timestamps as text; julianday() reads them, in days.
     return (func.julianday(end) - func.julianday(start)) * 86400.0
 
 
 def _histograms(
-    store: Store, table: Any, where: ColumnElement[bool], bounds: Sequence[float]
+    db: Database, table: Any, where: ColumnElement[bool], bounds: Sequence[float]
 ) -> list[Histogram]:
     t = table.c
-    seconds = _seconds(store, t.started_at, t.ended_at)
+    seconds = _seconds(db, t.started_at, t.ended_at)
     columns = [func.coalesce(func.sum(case((seconds <= b, 1), else_=0)), 0) for b in bounds]
     stmt = (
         select(t.provider, func.count(), func.coalesce(func.sum(seconds), 0.0), *columns)
@@ -121,7 +122,7 @@ def _histograms(
         .group_by(t.provider)
         .order_by(t.provider)
     )
-    with store.engine.connect() as conn:
+    with db.read() as conn:
         rows = conn.execute(stmt).all()
     return [
         Histogram(
@@ -134,21 +135,22 @@ def _histograms(
     ]
 
 
-def burst_durations(store: Store, bounds: Sequence[float]) -> list[Histogram]:
+def burst_durations(db: Database, bounds: Sequence[float]) -> list[Histogram]:
     """Durations of the bursts that have ended (any outcome), per provider."""
-    return _histograms(store, m.bursts, m.bursts.c.outcome != "running", bounds)
+    ended = m.bursts.c.outcome != BurstOutcome.RUNNING.value
+    return _histograms(db, m.bursts, ended, bounds)
 
 
-def cycle_durations(store: Store, bounds: Sequence[float]) -> list[Histogram]:
+def cycle_durations(db: Database, bounds: Sequence[float]) -> list[Histogram]:
     """Durations of completed cycles, from their first burst to their sweep, per provider."""
-    return _histograms(store, m.cycles, m.cycles.c.status == CycleStatus.COMPLETED.value, bounds)
+    return _histograms(db, m.cycles, m.cycles.c.status == CycleStatus.COMPLETED.value, bounds)
 
 
-def provider_gauges(store: Store) -> list[ProviderGauge]:
+def provider_gauges(db: Database) -> list[ProviderGauge]:
     """Every provider row: its next action, when, attempts, and whether a burst holds it."""
     p = m.providers.c
-    with store.engine.connect() as conn:
-        now = store.now(conn)
+    with db.read() as conn:
+        now = db.now(conn)
         rows = conn.execute(
             select(
                 p.name,
@@ -166,7 +168,7 @@ def provider_gauges(store: Store) -> list[ProviderGauge]:
             action=row.action,
             due_at=row.due_at,
             attempts=row.attempts,
-            running=row.lease_owner is not None and row.lease_expires_at >= now,
+            running=state.lease_held(row.lease_owner, row.lease_expires_at, now),
             blocked=row.blocked_count,
         )
         for row in rows

@@ -7,8 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
+from ingestion.store.database import create_sql_engine
 from ingestion.store.models import metadata
-from ingestion.store.store import create_db_engine
 
 config = context.config
 
@@ -29,6 +29,6 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    engine = create_db_engine(os.environ.get("INGESTION_DATABASE_URL", "sqlite:///ingestion.db"))
+    engine = create_sql_engine(os.environ.get("INGESTION_DATABASE_URL", "sqlite:///ingestion.db"))
     with engine.begin() as conn:
         _run(conn)

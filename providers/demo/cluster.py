@@ -3,7 +3,7 @@
 ``make cluster`` runs this against the local Postgres and Redis; it is what
 ``docker-compose.yml`` runs, without containers::
 
-    python -m ingestion.ops.cluster --app ingestion.ops.demo --workers 4 --demo-sources
+    python -m providers.demo.cluster --app providers.demo.app --workers 4 --demo-sources
 
 It migrates the database (one shot), starts the processes, waits until each is ready, prints
 ``cluster ready`` and stays in the foreground; SIGINT or SIGTERM stops every process it started.
@@ -33,7 +33,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ingestion.ops.demo import PROVIDERS_ENV, parse_providers
+from providers.demo.app import PROVIDERS_ENV, parse_providers
 
 DEFAULT_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:5432/ingestion"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -158,7 +158,7 @@ class Cluster:
         if self.demo_sources:
             urls = parse_providers(self.env.get(PROVIDERS_ENV, ""))
             if not urls:
-                from ingestion.ops.demo import DEFAULT_PROVIDERS
+                from providers.demo.app import DEFAULT_PROVIDERS
 
                 urls = parse_providers(DEFAULT_PROVIDERS)
             for name, url in urls.items():
@@ -166,7 +166,7 @@ class Cluster:
                 planned.append(
                     Process(
                         f"source-{name}",
-                        [python, "-m", "ingestion.ops.demo", "serve", "--port", port],
+                        [python, "-m", "providers.demo.app", "serve", "--port", port],
                         self.run_dir / f"source-{name}.log",
                         _log_says("demo source"),
                     )
@@ -343,10 +343,10 @@ def make_url_port(url: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ingestion.ops.cluster",
+        prog="python -m providers.demo.cluster",
         description="Run migration, workers, beat, Flower and the admin API as local processes.",
     )
-    parser.add_argument("--app", default=os.environ.get("INGESTION_APP", "ingestion.ops.demo"))
+    parser.add_argument("--app", default=os.environ.get("INGESTION_APP", "providers.demo.app"))
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--run-dir", type=Path, default=Path(".cluster"))
     parser.add_argument("--host", default="127.0.0.1")

@@ -10,8 +10,9 @@
         rest_length: 1h         # engine options, with durations like 500ms, 3s, 10m, 1d
         backoff: [1m, 5m, 30m]
 
-``celery -A ingestion.app worker`` loads the file named by ``INGESTION_CONFIG``. An invalid file
-fails at start with a message naming the file, the provider and the key.
+``celery -A providers.app worker`` loads the file named by ``INGESTION_CONFIG`` (see
+:mod:`providers.app`). An invalid file fails at start with a message naming the file, the
+provider and the key. The engine options of an entry are :class:`ingestion.ProviderOptions`'s.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from ingestion.app import IncrementalIngestion
-from ingestion.durations import parse_duration
-from ingestion.provider import IncrementalEntityProvider, ProviderConfigError
-from ingestion.settings import Settings
+from ingestion import IncrementalIngestion, Settings
+from ingestion.errors import ConfigurationError, ProviderConfigError
+from ingestion.options import Duration, ProviderOptions, problem_message
+from ingestion.provider import IncrementalEntityProvider
 from providers.files import FilesProvider, yaml_problem
 from providers.github import GitHubProvider
 from providers.http import (
@@ -46,40 +47,24 @@ from providers.http import (
 #: The environment variable that names the configuration file.
 CONFIG_ENV = "INGESTION_CONFIG"
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-ENGINE_OPTIONS = (
-    "burst_length",
-    "burst_interval",
-    "rest_length",
-    "backoff",
-    "reject_removals_above_percentage",
-    "reject_empty_source_collections",
-)
 
-
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError):
     """The configuration file cannot be used; the message names the file, provider and key."""
 
 
-class _ProviderConfig(BaseModel):
-    """What every provider entry has: a name, a type, and the engine options."""
+class _ProviderConfig(ProviderOptions):
+    """What every provider entry has: a name, a type, and the engine options (the fields of
+    :class:`ingestion.ProviderOptions`, inherited: one definition of them)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     name: str = Field(min_length=1, max_length=255)
-    burst_length: Duration | None = None
-    burst_interval: Duration | None = None
-    rest_length: Duration | None = None
-    backoff: list[Duration] | None = None
-    reject_removals_above_percentage: float | None = None
-    reject_empty_source_collections: bool | None = None
 
     def options(self) -> dict[str, Any]:
         """The engine options the entry sets, for ``add_provider``."""
-        values = {name: getattr(self, name) for name in ENGINE_OPTIONS}
-        return {name: value for name, value in values.items() if value is not None}
+        return self.model_dump(include=set(ProviderOptions.model_fields), exclude_unset=True)
 
-    def build(self, base: Path) -> IncrementalEntityProvider[Any, Any]:
+    def make_provider(self, base: Path) -> IncrementalEntityProvider[Any, Any]:
         raise NotImplementedError
 
 
@@ -102,7 +87,7 @@ class HttpConfig(_ProviderConfig):
     namespace: str | None = None
     make_names_valid: bool = False
 
-    def build(self, base: Path) -> HttpProvider:
+    def make_provider(self, base: Path) -> HttpProvider:
         template = EntityTemplate(
             self.entity,
             api_version=self.api_version,
@@ -138,7 +123,7 @@ class GitHubConfig(_ProviderConfig):
     namespace: str | None = None
     timeout: Duration = timedelta(seconds=30)
 
-    def build(self, base: Path) -> GitHubProvider:
+    def make_provider(self, base: Path) -> GitHubProvider:
         return GitHubProvider(
             self.name,
             self.organization,
@@ -166,7 +151,7 @@ class FilesConfig(_ProviderConfig):
     files_per_page: int = Field(50, ge=1)
     max_file_bytes: int = Field(1_000_000, ge=1)
 
-    def build(self, base: Path) -> FilesProvider:
+    def make_provider(self, base: Path) -> FilesProvider:
         return FilesProvider(
             self.name,
             base / self.directory.expanduser(),
@@ -203,7 +188,7 @@ class LoadedConfig:
         """Register every provider of the file, with its engine options."""
         for index, entry in enumerate(self.config.providers):
             try:
-                provider = entry.build(self.path.parent)
+                provider = entry.make_provider(self.path.parent)
                 ingestion.add_provider(provider, **entry.options())
             except ProviderConfigError as exc:
                 where = f"{self.path}: provider {entry.name!r} (providers[{index}])"
@@ -313,4 +298,4 @@ def _why(error: ErrorDetails, keys: list[str], kind: str | None) -> str:
         return f"unknown {discriminator} {tag!r}; expected one of {expected}"
     if error["type"] == "union_tag_not_found":
         return "is required" + (f"; one of {', '.join(_TYPES)}" if discriminator == "type" else "")
-    return str(error["msg"]).removeprefix("Value error, ")
+    return problem_message(error)

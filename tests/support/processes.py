@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, wait_until
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_until
 
 
 def free_port() -> int:

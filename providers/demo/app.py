@@ -1,8 +1,8 @@
 """A demo deployment: providers that read synthetic sources served over HTTP.
 
-The app (``--app ingestion.ops.demo``, ``celery -A ingestion.ops.demo``) registers one provider
+The app (``--app providers.demo.app``, ``celery -A providers.demo.app``) registers one provider
 per entry of ``INGESTION_DEMO_PROVIDERS`` (``name=url,name=url``; by default ``services`` and
-``libraries`` on ports 8701 and 8702). ``python -m ingestion.ops.demo serve --port 8701`` serves a
+``libraries`` on ports 8701 and 8702). ``python -m providers.demo.app serve --port 8701`` serves a
 source; ``make cluster`` starts both. A provider token in ``INGESTION_DEMO_TOKEN``, if set, is sent
 to the source as a bearer token, as a real API would require.
 """
@@ -97,7 +97,7 @@ def serve(port: int, count: int, per_page: int, host: str = "127.0.0.1") -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m ingestion.ops.demo")
+    parser = argparse.ArgumentParser(prog="python -m providers.demo.app")
     commands = parser.add_subparsers(dest="command", required=True)
     serving = commands.add_parser("serve", help="serve a synthetic source")
     serving.add_argument("--host", default="127.0.0.1")

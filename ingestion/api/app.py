@@ -10,7 +10,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -18,15 +17,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingestion import metrics
+from ingestion.api.bodies import (
+    Checkpoints,
+    Deleted,
+    Entities,
+    ErrorBody,
+    ErrorRecord,
+    Errors,
+    Health,
+    ProviderDetail,
+    ProviderSummary,
+    Step,
+    checkpoint,
+    provider_detail,
+    step_result,
+)
 from ingestion.app import IncrementalIngestion
-from ingestion.state import Action
-from ingestion.store import Doorbell, ErrorKind, UnknownProvider, stats
+from ingestion.catalog import CatalogEntity
+from ingestion.errors import InsecureConfiguration, UnknownProvider
+from ingestion.store import Doorbell, ErrorKind, stats
 
 log = logging.getLogger("ingestion.api")
 
@@ -51,144 +66,7 @@ class ApiSettings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
 
 
-class InsecureConfiguration(ValueError):
-    """The API was asked to start without a usable token and without the insecure flag."""
-
-
-# -- response bodies ------------------------------------------------------------------------
-
-
-class ErrorBody(BaseModel):
-    """Every error the API returns."""
-
-    error: str = Field(description="What went wrong, and what to do about it.")
-    status: int
-
-
-class Health(BaseModel):
-    healthy: bool
-    providers: dict[str, int] = Field(
-        default_factory=dict, description="Providers with more than one open cycle: how many."
-    )
-    error: str | None = None
-
-
-class CycleProgress(BaseModel):
-    id: int
-    started_at: datetime
-    bursts: int
-    pages: int
-    entities: int = Field(description="Entities marked in this cycle so far.")
-    written: int
-    unchanged: int
-    rejected: int
-
-
-class CycleSummary(CycleProgress):
-    ended_at: datetime | None
-    duration_seconds: float | None
-    removed: int
-    blocked: int
-    blocked_reason: str | None
-
-
-class BlockedSweep(BaseModel):
-    reason: str
-    count: int = Field(description="Removals held back until a later cycle confirms them.")
-    since_cycle: int | None
-
-
-class LastError(BaseModel):
-    message: str
-    at: datetime | None
-    detail: str = Field(description="The whole record, traceback included.")
-
-
-class ProviderSummary(BaseModel):
-    name: str
-    current_action: str = Field(
-        description="bursting, interstitial (between bursts), backing-off, resting, or "
-        "unscheduled (no worker has registered it yet)."
-    )
-    next_action: str | None = Field(description="burst, retry, or new-cycle.")
-    next_action_at: datetime | None
-    attempts: int
-    entities: int = Field(description="Entities this provider owns in the catalog.")
-
-
-class ProviderDetail(ProviderSummary):
-    worker: str | None = Field(description="The worker holding the running burst.")
-    ticket: int | None
-    last_error: LastError | None
-    current_cycle: CycleProgress | None
-    last_completed_cycle: CycleSummary | None
-    blocked_sweep: BlockedSweep | None
-    options: dict[str, Any]
-
-
-class Step(BaseModel):
-    provider: str
-    message: str
-    next_action: str
-    next_action_at: datetime
-    ticket: int
-    cycle: int | None
-
-
-class Mark(BaseModel):
-    id: int
-    cycle_id: int
-    sequence: int
-    cursor: Any = Field(description="The cursor after this page (JSON).")
-    entities: int
-    created_at: datetime
-
-
-class Marks(BaseModel):
-    items: list[Mark]
-
-
-class Deleted(BaseModel):
-    deleted: int
-    message: str
-
-
-class ErrorRecord(BaseModel):
-    id: int
-    kind: str
-    cycle_id: int | None
-    page: int | None
-    entity: str | None
-    ref: str | None
-    rule: str | None
-    message: str
-    created_at: datetime
-
-
-class Errors(BaseModel):
-    items: list[ErrorRecord]
-    next_before: int | None = Field(description="Pass as ?before= for the next page.")
-
-
-class Entity(BaseModel):
-    ref: str
-    provider: str
-    location_key: str | None
-    entity: dict[str, Any]
-    hash: str
-    created_at: datetime
-    updated_at: datetime
-
-
-class Entities(BaseModel):
-    items: list[Entity]
-    next_after: str | None = Field(description="Pass as ?after= for the next page.")
-
-
 # -- the app ------------------------------------------------------------------------------
-
-_NEXT = {Action.INGEST: "burst", Action.BACKOFF: "retry", Action.REST: "new-cycle"}
-_WAITING = {Action.INGEST: "interstitial", Action.BACKOFF: "backing-off", Action.REST: "resting"}
 
 
 def create_api(
@@ -255,7 +133,7 @@ def create_api(
         _admin_router(ingestion), prefix="/incremental", dependencies=[Depends(require_admin)]
     )
     api.include_router(_catalog_router(ingestion), dependencies=[Depends(require_admin)])
-    registry = metrics.registry_for(ingestion.store)
+    registry = metrics.registry_for(ingestion.store.db)
 
     @api.get("/metrics", dependencies=[Depends(require_metrics)], tags=["metrics"])
     def prometheus() -> Response:
@@ -286,7 +164,7 @@ def _incremental_router(ingestion: IncrementalIngestion) -> APIRouter:
     def health() -> Any:
         """Healthy, or the providers with more than one open cycle (no token needed)."""
         try:
-            duplicated = stats.open_cycles(ingestion.store)
+            duplicated = stats.open_cycles(ingestion.store.db)
         except SQLAlchemyError as exc:
             log.warning("health check: %s", _first(exc))
             body = Health(healthy=False, error=database_message(exc))
@@ -300,9 +178,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     router = APIRouter(tags=["providers"], responses={404: {"model": ErrorBody}})
 
     def registered(name: str) -> str:
-        if name not in ingestion.providers:
-            known = ", ".join(sorted(ingestion.providers)) or "none"
-            raise HTTPException(404, f"no provider named {name!r} is registered (known: {known})")
+        ingestion.registered(name)  # UnknownProvider answers 404
         return name
 
     Name = Annotated[str, Depends(registered)]
@@ -345,27 +221,36 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
             "stay until a completed cycle sweeps them",
         )
 
-    @router.get("/providers/{name}/marks", response_model=Marks)
-    def marks(
+    @router.get("/providers/{name}/checkpoints", response_model=Checkpoints)
+    @router.get(
+        "/providers/{name}/marks",
+        response_model=Checkpoints,
+        deprecated=True,
+        description="The same as /checkpoints, under the name Backstage's admin API uses.",
+    )
+    def checkpoints(
         name: Name,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cycle: int | None = None,
-    ) -> Marks:
-        """The provider's page marks, newest first."""
-        rows = ingestion.store.marks(name, limit=limit, cycle_id=cycle)
-        return Marks(items=[Mark(**{**r, "cursor": _json(r["cursor"])}) for r in rows])
+    ) -> Checkpoints:
+        """The provider's page checkpoints (the cursor after each page), newest first."""
+        rows = ingestion.store.checkpoints(name, limit=limit, cycle_id=cycle)
+        return Checkpoints(items=[checkpoint(r) for r in rows])
 
-    @router.delete("/providers/{name}/marks", response_model=Deleted)
-    def delete_marks(name: Name) -> Deleted:
-        """Delete the marks of the provider's closed cycles."""
-        deleted = ingestion.store.delete_finished_marks(name)
-        return Deleted(deleted=deleted, message=f"deleted {deleted} marks of closed cycles")
+    def delete_checkpoints(name: str | None) -> Deleted:
+        deleted = ingestion.store.delete_closed_checkpoints(name)
+        return Deleted(deleted=deleted, message=f"deleted {deleted} checkpoints of closed cycles")
+
+    @router.delete("/providers/{name}/checkpoints", response_model=Deleted)
+    @router.delete("/providers/{name}/marks", response_model=Deleted, deprecated=True)
+    def delete_provider_checkpoints(name: Name) -> Deleted:
+        """Delete the checkpoints of the provider's closed cycles."""
+        return delete_checkpoints(name)
 
     @router.post("/cleanup", response_model=Deleted)
     def cleanup() -> Deleted:
-        """Delete the marks of every provider's closed cycles."""
-        deleted = ingestion.store.delete_finished_marks()
-        return Deleted(deleted=deleted, message=f"deleted {deleted} marks of closed cycles")
+        """Delete the checkpoints of every provider's closed cycles."""
+        return delete_checkpoints(None)
 
     @router.get("/providers/{name}/errors", response_model=Errors)
     def errors(
@@ -395,107 +280,23 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
         ] = None,
     ) -> Entities:
         """Entities in ref order, ``limit`` at a time (keyset pagination with ``after``)."""
-        if provider is not None and provider not in ingestion.providers:
-            known = ", ".join(sorted(ingestion.providers)) or "none"
-            raise HTTPException(
-                404, f"no provider named {provider!r} is registered (known: {known})"
-            )
+        if provider is not None:
+            ingestion.registered(provider)  # UnknownProvider answers 404
         rows = ingestion.store.entities_page(
             provider=provider, kind=kind, after=after.lower() if after else None, limit=limit
         )
-        items = [Entity(**r) for r in rows]
+        items = [CatalogEntity.from_row(r) for r in rows]
         return Entities(items=items, next_after=items[-1].ref if len(items) == limit else None)
 
-    @router.get("/entities/{ref:path}", response_model=Entity)
-    def entity(ref: str) -> Entity:
+    @router.get("/entities/{ref:path}", response_model=CatalogEntity)
+    def entity(ref: str) -> CatalogEntity:
         """One entity by its ref, ``kind:namespace/name`` (case does not matter)."""
-        row = ingestion.store.entity(ref)
-        if row is None:
+        found = ingestion.catalog.get(ref)
+        if found is None:
             raise HTTPException(404, f"no entity {ref.lower()!r} in the catalog")
-        return Entity(**row)
+        return found
 
     return router
-
-
-# -- building bodies ----------------------------------------------------------------------
-
-
-def provider_detail(ingestion: IncrementalIngestion, name: str) -> ProviderDetail:
-    """Where the registered provider ``name`` stands, as the API and the CLI show it."""
-    options = ingestion.providers[name].options
-    entities = ingestion.store.count_entities(name)
-    shown_options = {
-        "burst_length": options.burst_length.total_seconds(),
-        "burst_interval": options.burst_interval.total_seconds(),
-        "rest_length": options.rest_length.total_seconds(),
-        "backoff": [step.total_seconds() for step in options.backoff],
-        "reject_removals_above_percentage": options.reject_removals_above_percentage,
-        "reject_empty_source_collections": options.reject_empty_source_collections,
-    }
-    try:
-        status = ingestion.store.status(name)
-    except UnknownProvider:
-        return ProviderDetail(
-            name=name,
-            current_action="unscheduled",
-            next_action=None,
-            next_action_at=None,
-            attempts=0,
-            entities=entities,
-            worker=None,
-            ticket=None,
-            last_error=None,
-            current_cycle=None,
-            last_completed_cycle=None,
-            blocked_sweep=None,
-            options=shown_options,
-        )
-    last_error = None
-    if status.last_error:
-        last_error = LastError(
-            message=status.last_error.split("\n", 1)[0],
-            at=status.last_error_at,
-            detail=status.last_error,
-        )
-    last = status.last_completed_cycle
-    summary = None
-    if last is not None:
-        ended = last["ended_at"]
-        summary = CycleSummary(
-            **last,
-            duration_seconds=(ended - last["started_at"]).total_seconds() if ended else None,
-        )
-    return ProviderDetail(
-        name=name,
-        current_action="bursting" if status.running else _WAITING[status.action],
-        next_action=_NEXT[status.action],
-        next_action_at=status.due_at,
-        attempts=status.attempts,
-        entities=entities,
-        worker=status.lease_owner if status.running else None,
-        ticket=status.ticket,
-        last_error=last_error,
-        current_cycle=CycleProgress(**status.current_cycle) if status.current_cycle else None,
-        last_completed_cycle=summary,
-        blocked_sweep=BlockedSweep(**status.blocked_sweep) if status.blocked_sweep else None,
-        options=shown_options,
-    )
-
-
-def step_result(doorbell: Doorbell, message: str) -> Step:
-    """What an operator step scheduled, with a sentence saying so."""
-    return Step(
-        provider=doorbell.provider,
-        message=f"provider {doorbell.provider!r}: {message}",
-        next_action=_NEXT[doorbell.action],
-        next_action_at=datetime.now(UTC) + timedelta(seconds=doorbell.countdown),
-        ticket=doorbell.ticket,
-        cycle=doorbell.cycle_id,
-    )
-
-
-def _json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -8,13 +8,10 @@ import sys
 from typing import Any
 
 from ingestion.app import IncrementalIngestion
+from ingestion.errors import AppNotFound
 
 #: The environment variable naming the app when ``--app`` is not given.
 APP_ENV = "INGESTION_APP"
-
-
-class AppNotFound(RuntimeError):
-    """The app could not be loaded; the message says what to change."""
 
 
 def load_ingestion(spec: str | None = None) -> IncrementalIngestion:

@@ -158,7 +158,7 @@ def main() -> int:
                 "-m",
                 "celery",
                 "-A",
-                "providers.demo",
+                "providers.demo.walkthrough",
                 "worker",
                 "--beat",
                 "--loglevel=INFO",

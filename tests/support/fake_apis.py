@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
+from providers._names import entity_name
 from providers.synthetic import LocalServer
 
 
@@ -271,3 +272,13 @@ class GitHubApi(FakeServer):
         if links:
             headers["Link"] = ", ".join(links)
         return Answer(body=chunk, headers=headers)
+
+
+def refs(ids: list[int]) -> set[str]:
+    """The refs of the items ``ids`` of an :class:`ItemsApi`."""
+    return {f"component:default/svc-{n:04d}" for n in ids}
+
+
+def expected_refs(api: GitHubApi) -> set[str]:
+    """The refs a GitHub provider makes of the repositories of ``api``."""
+    return {f"component:default/{entity_name(n)}".lower() for n in api.names()}

@@ -1,0 +1,210 @@
+"""What the admin API answers, and how those bodies are built from the store's records.
+
+The command line prints the same bodies: one description of each thing an operator reads.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from ingestion.catalog import CatalogEntity
+from ingestion.errors import UnknownProvider
+from ingestion.options import ProviderOptions
+from ingestion.state import Action
+from ingestion.store import Doorbell
+
+if TYPE_CHECKING:
+    from ingestion.app import IncrementalIngestion
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns."""
+
+    error: str = Field(description="What went wrong, and what to do about it.")
+    status: int
+
+
+class Health(BaseModel):
+    healthy: bool
+    providers: dict[str, int] = Field(
+        default_factory=dict, description="Providers with more than one open cycle: how many."
+    )
+    error: str | None = None
+
+
+class CycleProgress(BaseModel):
+    id: int
+    started_at: datetime
+    bursts: int
+    pages: int
+    entities: int = Field(description="Entities marked in this cycle so far.")
+    written: int
+    unchanged: int
+    rejected: int
+
+
+class CycleSummary(CycleProgress):
+    ended_at: datetime | None
+    duration_seconds: float | None
+    removed: int
+    blocked: int
+    blocked_reason: str | None
+
+
+class BlockedSweep(BaseModel):
+    reason: str
+    count: int = Field(description="Removals held back until a later cycle confirms them.")
+    since_cycle: int | None
+
+
+class LastError(BaseModel):
+    message: str
+    at: datetime | None
+    detail: str = Field(description="The whole record, traceback included.")
+
+
+class ProviderSummary(BaseModel):
+    name: str
+    action: Action | None = Field(
+        description="The pending step: ingest (the next burst of the open cycle), backoff "
+        "(a retry after a failed burst) or rest (a new cycle when due); null until a worker "
+        "or the API registers the provider."
+    )
+    due_at: datetime | None = Field(description="When the pending step is due.")
+    running: bool = Field(description="Whether a burst holds the provider now.")
+    attempts: int = Field(description="Failed attempts of the open cycle (0 when healthy).")
+    entities: int = Field(description="Entities this provider owns in the catalog.")
+
+
+class ProviderDetail(ProviderSummary):
+    worker: str | None = Field(description="The worker holding the running burst.")
+    ticket: int | None
+    last_error: LastError | None
+    current_cycle: CycleProgress | None
+    last_completed_cycle: CycleSummary | None
+    blocked_sweep: BlockedSweep | None
+    options: ProviderOptions = Field(description="The engine options; durations in seconds.")
+
+
+class Step(BaseModel):
+    provider: str
+    message: str
+    action: Action = Field(description="The step now pending.")
+    due_at: datetime
+    ticket: int
+    cycle: int | None
+
+
+class Checkpoint(BaseModel):
+    id: int
+    cycle_id: int
+    sequence: int = Field(description="The page's number in its cycle.")
+    cursor: Any = Field(description="The cursor after this page (JSON).")
+    entities: int
+    created_at: datetime
+
+
+class Checkpoints(BaseModel):
+    items: list[Checkpoint]
+
+
+class Deleted(BaseModel):
+    deleted: int
+    message: str
+
+
+class ErrorRecord(BaseModel):
+    id: int
+    kind: str
+    cycle_id: int | None
+    page: int | None
+    entity: str | None
+    ref: str | None
+    rule: str | None
+    message: str
+    created_at: datetime
+
+
+class Errors(BaseModel):
+    items: list[ErrorRecord]
+    next_before: int | None = Field(description="Pass as ?before= for the next page.")
+
+
+class Entities(BaseModel):
+    items: list[CatalogEntity]
+    next_after: str | None = Field(description="Pass as ?after= for the next page.")
+
+
+def provider_detail(ingestion: IncrementalIngestion, name: str) -> ProviderDetail:
+    """Where the registered provider ``name`` stands, as the API and the CLI show it."""
+    options = ingestion.registered(name).options
+    entities = ingestion.store.count_entities(name)
+    try:
+        status = ingestion.store.status(name)
+    except UnknownProvider:
+        return ProviderDetail(
+            name=name,
+            action=None,
+            due_at=None,
+            running=False,
+            attempts=0,
+            entities=entities,
+            worker=None,
+            ticket=None,
+            last_error=None,
+            current_cycle=None,
+            last_completed_cycle=None,
+            blocked_sweep=None,
+            options=options,
+        )
+    last_error = None
+    if status.last_error:
+        last_error = LastError(
+            message=status.last_error.split("\n", 1)[0],
+            at=status.last_error_at,
+            detail=status.last_error,
+        )
+    last = status.last_completed_cycle
+    summary = None
+    if last is not None:
+        ended = last["ended_at"]
+        summary = CycleSummary(
+            **last,
+            duration_seconds=(ended - last["started_at"]).total_seconds() if ended else None,
+        )
+    return ProviderDetail(
+        name=name,
+        action=status.action,
+        due_at=status.due_at,
+        running=status.running,
+        attempts=status.attempts,
+        entities=entities,
+        worker=status.lease_owner if status.running else None,
+        ticket=status.ticket,
+        last_error=last_error,
+        current_cycle=CycleProgress(**status.current_cycle) if status.current_cycle else None,
+        last_completed_cycle=summary,
+        blocked_sweep=BlockedSweep(**status.blocked_sweep) if status.blocked_sweep else None,
+        options=options,
+    )
+
+
+def step_result(doorbell: Doorbell, message: str) -> Step:
+    """What an operator step scheduled, with a sentence saying so."""
+    return Step(
+        provider=doorbell.provider,
+        message=f"provider {doorbell.provider!r}: {message}",
+        action=doorbell.action,
+        due_at=datetime.now(UTC) + timedelta(seconds=doorbell.countdown),
+        ticket=doorbell.ticket,
+        cycle=doorbell.cycle_id,
+    )
+
+
+def checkpoint(row: dict[str, Any]) -> Checkpoint:
+    cursor = row["cursor"]
+    return Checkpoint(**{**row, "cursor": None if cursor is None else json.loads(cursor)})

@@ -1,0 +1,87 @@
+"""Every error the engine raises, under one root: :class:`IngestionError`.
+
+::
+
+    IngestionError
+    ├── ConfigurationError          a setting, an option or a file cannot be used
+    │   ├── ProviderConfigError     a provider or one of its engine options
+    │   ├── AppNotFound             ``--app``/``INGESTION_APP`` names no IncrementalIngestion
+    │   └── InsecureConfiguration   the admin API without a usable token
+    ├── UnknownProvider             no provider of that name
+    ├── ProviderError               a provider misbehaved or its source failed; the burst fails
+    ├── EntityRejected              one entity breaks an envelope rule; the rest of its page commits
+    ├── LeaseLost                   this worker no longer holds the step it was running
+    └── RetryAfter                  the source asks to wait (a rate limit); no backoff step spent
+
+Operator surfaces map them to messages and exit codes (see :mod:`ingestion.cli`).
+"""
+
+from __future__ import annotations
+
+
+class IngestionError(Exception):
+    """The root of every error the engine raises on purpose."""
+
+
+class ConfigurationError(IngestionError):
+    """A setting, an option or a configuration file cannot be used; the message says where."""
+
+
+class ProviderConfigError(ConfigurationError):
+    """A provider or one of its options cannot be accepted."""
+
+
+class AppNotFound(ConfigurationError):
+    """The app could not be loaded; the message says what to change."""
+
+
+class InsecureConfiguration(ConfigurationError):
+    """The API was asked to start without a usable token and without the insecure flag."""
+
+
+class UnknownProvider(IngestionError):
+    """No provider of that name is registered (in this app, or in the database)."""
+
+
+class ProviderError(IngestionError):
+    """A provider misbehaved or its source failed; the message says what and where."""
+
+
+class EntityRejected(IngestionError):
+    """An entity breaks an envelope rule: ``rule`` names the rule, the message the field."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+class LeaseLost(IngestionError):
+    """This worker no longer holds the provider: another step replaced the one it was running."""
+
+
+class RetryAfter(IngestionError):
+    """Raised by ``around()`` or ``next()`` when the source asks to wait, as a rate limit does.
+
+    The burst stops (pages already returned stay committed) and the cycle resumes after
+    ``seconds``; unlike a failure it spends no backoff step.
+    """
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        self.seconds = seconds if seconds > 0 else 0.0  # NaN and negative mean "now"
+        self.reason = reason
+        super().__init__(f"{reason} (retry after {self.seconds:g}s)")
+
+
+__all__ = [
+    "AppNotFound",
+    "ConfigurationError",
+    "EntityRejected",
+    "IngestionError",
+    "InsecureConfiguration",
+    "LeaseLost",
+    "ProviderConfigError",
+    "ProviderError",
+    "RetryAfter",
+    "UnknownProvider",
+]

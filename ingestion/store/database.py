@@ -1,0 +1,121 @@
+"""Database set-up: the SQLAlchemy engine for Postgres or SQLite, transactions, the clock.
+
+Everything here is about reaching the database; what the engine stores is in the other
+modules of this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import Connection, event, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+
+def _connect_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # Own the transactions (pysqlite's implicit ones cannot BEGIN IMMEDIATE) and let writers
+    # from several processes queue behind each other instead of failing.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    # A writing transaction takes the write lock at BEGIN: a read-then-write transaction can
+    # then never fail with SQLITE_BUSY halfway. Reads begin deferred and do not queue.
+    if conn.get_execution_options().get("ingestion_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def create_sql_engine(url: str) -> sqlalchemy.Engine:
+    """A SQLAlchemy engine set up for the ingestion's access pattern on Postgres or SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        event.listen(engine, "connect", _connect_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return sqlalchemy.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=4,
+            executemany_mode="values_plus_batch",
+        )
+    return sqlalchemy.create_engine(url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True)
+class Tx:
+    """An open writing transaction and the database's time when it began."""
+
+    conn: Connection
+    now: datetime
+
+
+class Database:
+    """The database the ingestion keeps its state and catalog in."""
+
+    def __init__(self, url: str, *, sql_engine: sqlalchemy.Engine | None = None) -> None:
+        self.url = url
+        self.sql_engine = sql_engine or create_sql_engine(url)
+        self.dialect: str = self.sql_engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A writing transaction (on SQLite it holds the write lock from its start)."""
+        with self.sql_engine.connect() as conn:
+            conn.execution_options(ingestion_write=True)
+            with conn.begin():
+                yield Tx(conn, self.now(conn))
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A reading transaction."""
+        with self.sql_engine.connect() as conn, conn.begin():
+            yield conn
+
+    def now(self, conn: Connection) -> datetime:
+        """The database's clock: every decision about what is due uses it."""
+        if self.dialect == "postgresql":
+            value = conn.execute(select(func.clock_timestamp())).scalar_one()
+            assert isinstance(value, datetime)
+            return value.astimezone(UTC)
+        # SQLite is embedded: its clock is this machine's.
+        return datetime.now(UTC)
+
+    def insert(self, table: Any) -> Any:
+        """An ``INSERT`` that knows the dialect's ``ON CONFLICT``."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        return insert(table)
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` with Alembic."""
+        from ingestion.store.migrate import upgrade
+
+        upgrade(self.sql_engine, revision)
+
+    def dispose(self, *, close: bool = True) -> None:
+        """Drop pooled connections (``close=False`` in a forked child: leave the parent's)."""
+        self.sql_engine.dispose(close=close)

@@ -1,0 +1,348 @@
+"""Page writes: one page's entities, marks, checkpoint, error records and counters.
+
+A page commits in one transaction. Its entities are written by the :class:`EntityWriter` of
+the database, chosen once when the store is made: :class:`PostgresEntityWriter` sends a
+page's columns as arrays (one statement per kind of row), :class:`SQLiteEntityWriter` uses
+multi-row statements. Both sort a page's entities the same way: new (inserted), changed
+(rewritten and marked), unchanged (marked only, the body is not rewritten), and owned by another
+provider (refused with an error record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, text, update
+
+from ingestion.entities import PreparedEntity
+from ingestion.store import models as m
+from ingestion.store.database import Database, Tx
+from ingestion.store.records import Claim, ErrorKind, Page, PageCommit, Problem
+from ingestion.store.transitions import hold_lease
+
+
+@dataclass
+class EntityWrites:
+    """What writing a page's entities did."""
+
+    written: int = 0  # inserted or changed
+    unchanged: int = 0
+    conflicts: list[Problem] = field(default_factory=list)
+
+
+class EntityWriter:
+    """Writes a page's entities; a subclass per database supplies the statements."""
+
+    def write(
+        self, tx: Tx, claim: Claim, items: Sequence[PreparedEntity], *, expect_unchanged: bool
+    ) -> EntityWrites:
+        """Insert, rewrite or mark each entity of the page for ``claim``'s cycle.
+
+        ``expect_unchanged`` is a hint (the previous page of the burst had unchanged entities):
+        a writer may then mark before it looks up. It never changes the result.
+        """
+        result = EntityWrites()
+        if not items:
+            return result
+        by_ref = {item.ref: item for item in items}
+        if expect_unchanged:
+            for ref in self.mark_if_unchanged(tx, claim, by_ref):
+                del by_ref[ref]
+                result.unchanged += 1
+        existing = self.existing(tx, list(by_ref)) if by_ref else {}
+        new: list[PreparedEntity] = []
+        changed: list[PreparedEntity] = []
+        same: list[str] = []
+        for ref, item in by_ref.items():
+            row = existing.get(ref)
+            if row is None:
+                new.append(item)
+            elif row.provider != claim.provider:
+                result.conflicts.append(
+                    Problem(
+                        item.name,
+                        "owner",
+                        f"{ref} is owned by provider {row.provider!r}; not overwritten",
+                        ref,
+                    )
+                )
+            elif row.hash == item.hash:
+                same.append(ref)
+            else:
+                changed.append(item)
+        inserted = self.insert_new(tx, claim, new) if new else set()
+        for item in new:
+            if item.ref not in inserted:  # another provider wrote it a moment ago
+                result.conflicts.append(
+                    Problem(
+                        item.name,
+                        "owner",
+                        f"{item.ref} was just written by another provider; not overwritten",
+                        item.ref,
+                    )
+                )
+        if changed:
+            self.rewrite_changed(tx, claim, changed)
+        if same:
+            self.mark_same(tx, claim, same)
+        result.written += len(inserted) + len(changed)
+        result.unchanged += len(same)
+        return result
+
+    # -- the statements -------------------------------------------------------------------
+
+    def mark_if_unchanged(
+        self, tx: Tx, claim: Claim, by_ref: dict[str, PreparedEntity]
+    ) -> set[str]:
+        """Mark what this provider owns with the same hash; the refs marked."""
+        return set()
+
+    def existing(self, tx: Tx, refs: list[str]) -> dict[str, Any]:
+        """The owner and hash of those of ``refs`` that are in the catalog, by ref."""
+        raise NotImplementedError
+
+    def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
+        """Insert entities no one owns; the refs actually inserted (a race may lose some)."""
+        raise NotImplementedError
+
+    def rewrite_changed(self, tx: Tx, claim: Claim, changed: list[PreparedEntity]) -> None:
+        """Rewrite the body of entities this provider owns whose content changed; mark them."""
+        raise NotImplementedError
+
+    def mark_same(self, tx: Tx, claim: Claim, refs: list[str]) -> None:
+        """Mark entities whose content did not change, without rewriting their body."""
+        raise NotImplementedError
+
+
+# Postgres writes a page with one statement per kind of row, its columns sent as arrays: no
+# per-entity statement, parameter or row of Python work in the driver. The owner test is
+# spelled IS NOT DISTINCT FROM (provider is NOT NULL, so it means "="): it cannot use an index,
+# so the planner finds the page's rows by ref, the primary key, even before the table has
+# statistics, instead of scanning every entity of the provider for each page.
+_PAGE = (
+    "unnest(CAST(:refs AS text[]), CAST(:locations AS text[]), CAST(:bodies AS text[]), "
+    "CAST(:hashes AS text[])) AS page (ref, location_key, entity, hash)"
+)
+_PG_EXISTING = text(
+    "SELECT ref, provider, hash FROM catalog_entities WHERE ref = ANY(CAST(:refs AS text[]))"
+)
+_PG_INSERT_NEW = text(
+    "INSERT INTO catalog_entities "
+    "(ref, provider, location_key, entity, hash, mark_cycle, created_at, updated_at) "
+    "SELECT page.ref, :provider, page.location_key, CAST(page.entity AS jsonb), page.hash, "
+    f":cycle, :now, :now FROM {_PAGE} "
+    "ON CONFLICT (ref) DO NOTHING RETURNING ref"
+)
+_PG_UPDATE_CHANGED = text(
+    "UPDATE catalog_entities AS e SET entity = CAST(page.entity AS jsonb), hash = page.hash, "
+    "location_key = page.location_key, mark_cycle = :cycle, updated_at = :now "
+    f"FROM {_PAGE} WHERE e.ref = page.ref AND e.provider IS NOT DISTINCT FROM :provider"
+)
+_PG_MARK_SAME = text(
+    "UPDATE catalog_entities AS e SET mark_cycle = :cycle "
+    "FROM unnest(CAST(:refs AS text[])) AS page (ref) "
+    "WHERE e.ref = page.ref AND e.provider IS NOT DISTINCT FROM :provider"
+)
+_PG_MARK_IF_UNCHANGED = text(
+    "UPDATE catalog_entities AS e SET mark_cycle = :cycle "
+    "FROM unnest(CAST(:refs AS text[]), CAST(:hashes AS text[])) AS page (ref, hash) "
+    "WHERE e.ref = page.ref AND e.hash = page.hash AND e.provider IS NOT DISTINCT FROM :provider "
+    "RETURNING e.ref"
+)
+
+
+def _page_arrays(items: Sequence[PreparedEntity]) -> dict[str, list[Any]]:
+    return {
+        "refs": [i.ref for i in items],
+        "locations": [i.location_key for i in items],
+        "bodies": [i.canonical for i in items],
+        "hashes": [i.hash for i in items],
+    }
+
+
+class PostgresEntityWriter(EntityWriter):
+    """Postgres: a page's columns as arrays through ``unnest``; marks first when a steady
+    source is expected (most of it unchanged), so only the rest is looked up."""
+
+    def mark_if_unchanged(
+        self, tx: Tx, claim: Claim, by_ref: dict[str, PreparedEntity]
+    ) -> set[str]:
+        return set(
+            tx.conn.scalars(
+                _PG_MARK_IF_UNCHANGED,
+                {
+                    "refs": list(by_ref),
+                    "hashes": [item.hash for item in by_ref.values()],
+                    "cycle": claim.cycle_id,
+                    "provider": claim.provider,
+                },
+            )
+        )
+
+    def existing(self, tx: Tx, refs: list[str]) -> dict[str, Any]:
+        return {row.ref: row for row in tx.conn.execute(_PG_EXISTING, {"refs": refs})}
+
+    def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
+        params = {"provider": claim.provider, "cycle": claim.cycle_id, "now": tx.now}
+        return set(tx.conn.scalars(_PG_INSERT_NEW, {**params, **_page_arrays(new)}))
+
+    def rewrite_changed(self, tx: Tx, claim: Claim, changed: list[PreparedEntity]) -> None:
+        params = {"provider": claim.provider, "cycle": claim.cycle_id, "now": tx.now}
+        tx.conn.execute(_PG_UPDATE_CHANGED, {**params, **_page_arrays(changed)})
+
+    def mark_same(self, tx: Tx, claim: Claim, refs: list[str]) -> None:
+        tx.conn.execute(
+            _PG_MARK_SAME, {"refs": refs, "cycle": claim.cycle_id, "provider": claim.provider}
+        )
+
+
+class SQLiteEntityWriter(EntityWriter):
+    """SQLite (and any other database): multi-row statements through SQLAlchemy Core."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def existing(self, tx: Tx, refs: list[str]) -> dict[str, Any]:
+        e = m.entities.c
+        found = tx.conn.execute(select(e.ref, e.provider, e.hash).where(e.ref.in_(refs)))
+        return {row.ref: row for row in found}
+
+    def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
+        return set(
+            tx.conn.scalars(
+                self.db.insert(m.entities)
+                .on_conflict_do_nothing(index_elements=["ref"])
+                .returning(m.entities.c.ref),
+                [
+                    {
+                        "ref": i.ref,
+                        "provider": claim.provider,
+                        "location_key": i.location_key,
+                        "entity": i.canonical,
+                        "hash": i.hash,
+                        "mark_cycle": claim.cycle_id,
+                        "created_at": tx.now,
+                        "updated_at": tx.now,
+                    }
+                    for i in new
+                ],
+            )
+        )
+
+    def rewrite_changed(self, tx: Tx, claim: Claim, changed: list[PreparedEntity]) -> None:
+        e = m.entities.c
+        tx.conn.execute(
+            update(m.entities)
+            .where(e.ref == bindparam("b_ref"), e.provider == claim.provider)
+            .values(
+                entity=bindparam("b_entity"),
+                hash=bindparam("b_hash"),
+                location_key=bindparam("b_location"),
+                mark_cycle=claim.cycle_id,
+                updated_at=tx.now,
+            ),
+            [
+                {
+                    "b_ref": i.ref,
+                    "b_entity": i.canonical,
+                    "b_hash": i.hash,
+                    "b_location": i.location_key,
+                }
+                for i in changed
+            ],
+        )
+
+    def mark_same(self, tx: Tx, claim: Claim, refs: list[str]) -> None:
+        e = m.entities.c
+        tx.conn.execute(
+            update(m.entities)
+            .where(e.ref.in_(refs), e.provider == claim.provider)
+            .values(mark_cycle=claim.cycle_id)
+        )
+
+
+def entity_writer_for(db: Database) -> EntityWriter:
+    """The entity writer of ``db``'s database, chosen once."""
+    if db.dialect == "postgresql":
+        return PostgresEntityWriter()
+    return SQLiteEntityWriter(db)
+
+
+def commit_page(
+    tx: Tx,
+    writer: EntityWriter,
+    claim: Claim,
+    page: Page,
+    sequence: int,
+    lease: timedelta,
+    *,
+    expect_unchanged: bool,
+) -> PageCommit:
+    """Upsert the page's entities, mark them, record the checkpoint and counters."""
+    hold_lease(tx, claim, lease)
+    writes = writer.write(tx, claim, page.entities, expect_unchanged=expect_unchanged)
+    written, unchanged = writes.written, writes.unchanged
+    if page.kept_locations:
+        e = m.entities.c
+        tx.conn.execute(
+            update(m.entities)
+            .where(
+                e.provider == claim.provider,
+                e.location_key.in_(page.kept_locations),
+                e.mark_cycle < claim.cycle_id,
+            )
+            .values(mark_cycle=claim.cycle_id)
+        )
+    rejected = [*page.rejected, *writes.conflicts]
+    tx.conn.execute(
+        insert(m.checkpoints).values(
+            cycle_id=claim.cycle_id,
+            sequence=sequence,
+            cursor=page.cursor,
+            entities=written + unchanged,
+            created_at=tx.now,
+        )
+    )
+    problems = [(ErrorKind.ENTITY, p) for p in rejected]
+    problems += [(ErrorKind.WARNING, p) for p in page.warnings]
+    if problems:
+        tx.conn.execute(
+            insert(m.errors),
+            [
+                {
+                    "provider": claim.provider,
+                    "cycle_id": claim.cycle_id,
+                    "page": sequence,
+                    "kind": kind.value,
+                    "entity": p.entity,
+                    "ref": p.ref,
+                    "rule": p.rule,
+                    "message": p.message,
+                    "created_at": tx.now,
+                }
+                for kind, p in problems
+            ],
+        )
+    counters = {
+        "pages": 1,
+        "entities": written + unchanged,
+        "written": written,
+        "unchanged": unchanged,
+        "rejected": len(rejected),
+    }
+    c = m.cycles.c
+    tx.conn.execute(
+        update(m.cycles)
+        .where(c.id == claim.cycle_id)
+        .values(cursor=page.cursor, **{k: c[k] + v for k, v in counters.items()})
+    )
+    b = m.bursts.c
+    tx.conn.execute(
+        update(m.bursts)
+        .where(b.id == claim.burst_id)
+        .values(**{k: b[k] + v for k, v in counters.items()})
+    )
+    return PageCommit(sequence, written, unchanged, len(rejected))

@@ -1,0 +1,156 @@
+"""Reads for the operator surfaces: a provider's status and history, and the catalog.
+
+Each function runs on a connection of a reading transaction the
+:class:`~ingestion.store.Store` opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from ingestion import state
+from ingestion.errors import UnknownProvider
+from ingestion.state import Action, CycleStatus
+from ingestion.store import models as m
+from ingestion.store.records import ErrorKind, ProviderStatus
+
+
+def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def _first(conn: Connection, stmt: Any) -> dict[str, Any] | None:
+    rows = _rows(conn, stmt.limit(1))
+    return rows[0] if rows else None
+
+
+def provider_names(conn: Connection) -> list[str]:
+    return list(conn.scalars(select(m.providers.c.name).order_by(m.providers.c.name)))
+
+
+def status(conn: Connection, name: str, now: datetime) -> ProviderStatus:
+    """Where a provider stands: its step, lease, last error, cycles and held-back removals."""
+    row = conn.execute(select(m.providers).where(m.providers.c.name == name)).first()
+    if row is None:
+        raise UnknownProvider(f"no provider named {name!r} in the database")
+    c = m.cycles.c
+    current = None
+    if row.cycle_id is not None:
+        current = _first(
+            conn,
+            select(m.cycles).where(c.id == row.cycle_id, c.status == CycleStatus.RUNNING.value),
+        )
+    last = _first(
+        conn,
+        select(m.cycles)
+        .where(c.provider == name, c.status == CycleStatus.COMPLETED.value)
+        .order_by(c.id.desc()),
+    )
+    blocked = None
+    if row.blocked_reason:
+        blocked = {
+            "reason": row.blocked_reason,
+            "count": row.blocked_count,
+            "since_cycle": row.blocked_cycle_id,
+        }
+    running = state.lease_held(row.lease_owner, row.lease_expires_at, now)
+    return ProviderStatus(
+        name=name,
+        action=Action(row.action),
+        due_at=row.due_at,
+        attempts=row.attempts,
+        ticket=row.ticket,
+        running=running,
+        lease_owner=row.lease_owner,
+        last_error=row.last_error,
+        last_error_at=row.last_error_at,
+        current_cycle=current,
+        last_completed_cycle=last,
+        blocked_sweep=blocked,
+    )
+
+
+def cycles(conn: Connection, name: str, limit: int) -> list[dict[str, Any]]:
+    """The provider's cycles, newest first."""
+    c = m.cycles.c
+    return _rows(
+        conn, select(m.cycles).where(c.provider == name).order_by(c.id.desc()).limit(limit)
+    )
+
+
+def checkpoints(
+    conn: Connection, name: str, limit: int, cycle_id: int | None
+) -> list[dict[str, Any]]:
+    """The checkpoints (one per committed page) of the provider's cycles, newest first."""
+    k = m.checkpoints.c
+    stmt = (
+        select(m.checkpoints)
+        .join(m.cycles, m.cycles.c.id == k.cycle_id)
+        .where(m.cycles.c.provider == name)
+        .order_by(k.id.desc())
+        .limit(limit)
+    )
+    if cycle_id is not None:
+        stmt = stmt.where(k.cycle_id == cycle_id)
+    return _rows(conn, stmt)
+
+
+def bursts(conn: Connection, name: str, limit: int) -> list[dict[str, Any]]:
+    """The provider's bursts, newest first."""
+    b = m.bursts.c
+    return _rows(
+        conn, select(m.bursts).where(b.provider == name).order_by(b.id.desc()).limit(limit)
+    )
+
+
+def errors(
+    conn: Connection,
+    name: str,
+    *,
+    limit: int,
+    before: int | None,
+    kinds: Sequence[ErrorKind] | None,
+) -> list[dict[str, Any]]:
+    """Error records, newest first; page with ``before`` = the last id seen."""
+    stmt = select(m.errors).where(m.errors.c.provider == name)
+    if before is not None:
+        stmt = stmt.where(m.errors.c.id < before)
+    if kinds:
+        stmt = stmt.where(m.errors.c.kind.in_([k.value for k in kinds]))
+    return _rows(conn, stmt.order_by(m.errors.c.id.desc()).limit(limit))
+
+
+def entity(conn: Connection, ref: str) -> dict[str, Any] | None:
+    """The catalog row of ``ref`` (any case), or ``None``."""
+    return _first(conn, select(m.entities).where(m.entities.c.ref == ref.lower()))
+
+
+def entities_page(
+    conn: Connection,
+    *,
+    provider: str | None,
+    kind: str | None,
+    after: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Entities in ref order, ``limit`` at a time after the ref ``after`` (keyset)."""
+    e = m.entities.c
+    stmt = select(m.entities).order_by(e.ref).limit(limit)
+    if provider is not None:
+        stmt = stmt.where(e.provider == provider)
+    if kind is not None:
+        stmt = stmt.where(e.ref.startswith(f"{kind.lower()}:", autoescape=True))
+    if after is not None:
+        stmt = stmt.where(e.ref > after)
+    return _rows(conn, stmt)
+
+
+def count_entities(conn: Connection, provider: str | None) -> int:
+    stmt = select(func.count()).select_from(m.entities)
+    if provider is not None:
+        stmt = stmt.where(m.entities.c.provider == provider)
+    return int(conn.execute(stmt).scalar_one())

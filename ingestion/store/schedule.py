@@ -1,0 +1,195 @@
+"""Schedule and claims: which step is due, who holds it, and how a burst ends.
+
+Each function runs in a transaction the :class:`~ingestion.store.Store` opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+
+from ingestion import state
+from ingestion.errors import UnknownProvider
+from ingestion.options import ProviderOptions
+from ingestion.state import Action, BurstOutcome
+from ingestion.store import models as m
+from ingestion.store import transitions as t
+from ingestion.store.database import Database, Tx
+from ingestion.store.records import Claim, Doorbell, LostBurst, Skip, SweepResult
+from ingestion.store.sweep import sweep_unmarked
+
+log = logging.getLogger("ingestion.store")
+
+
+def ensure_providers(db: Database, tx: Tx, names: Iterable[str]) -> list[str]:
+    """Give every provider a row; a new one is due to begin a cycle now. The names created."""
+    wanted = list(names)
+    if not wanted:
+        return []
+    stmt = (
+        db.insert(m.providers)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(m.providers.c.name)
+    )
+    rows = [
+        {
+            "name": name,
+            "action": Action.REST.value,
+            "due_at": tx.now,
+            "attempts": 0,
+            "ticket": 1,
+            "blocked_count": 0,
+            "created_at": tx.now,
+            "updated_at": tx.now,
+        }
+        for name in wanted
+    ]
+    created = [row.name for row in tx.conn.execute(stmt, rows)]
+    for name in created:
+        log.info("provider %s registered; its first cycle is due now", name)
+    return created
+
+
+def due_steps(
+    tx: Tx, names: Iterable[str], *, resend_after: timedelta, limit: int
+) -> list[Doorbell]:
+    """Steps that are due, held by no live lease, and not announced in ``resend_after``.
+
+    Every transition counts as an announcement (its caller sends the task), so a step whose
+    message was lost is announced again ``resend_after`` after it was recorded or due.
+    """
+    p = m.providers.c
+    rows = tx.conn.execute(
+        select(p.name, p.ticket, p.action, p.cycle_id, p.due_at, p.attempts)
+        .where(p.name.in_(list(names)), p.due_at <= tx.now)
+        .where((p.lease_owner.is_(None)) | (p.lease_expires_at < tx.now))
+        .where((p.sent_at.is_(None)) | (p.sent_at <= tx.now - resend_after))
+        .order_by(p.due_at)
+        .limit(limit)
+    ).all()
+    doorbells = [t.doorbell_of(tx, row) for row in rows]
+    if rows:
+        tx.conn.execute(
+            update(m.providers).where(p.name.in_([row.name for row in rows])).values(sent_at=tx.now)
+        )
+    return doorbells
+
+
+def claim(
+    tx: Tx, name: str, ticket: int, owner: str, lease: timedelta, options: ProviderOptions
+) -> Claim | Skip | LostBurst:
+    """Take the provider for one burst, if the message's step is still the pending one."""
+    try:
+        row = t.lock_provider(tx, name)
+    except UnknownProvider as exc:
+        return Skip(str(exc))
+    if row.ticket != ticket:
+        return Skip(f"stale message: ticket {ticket}, the pending step is {row.ticket}")
+    if state.lease_held(row.lease_owner, row.lease_expires_at, tx.now):
+        return Skip(
+            f"duplicate message: {row.lease_owner} holds ticket {ticket} "
+            f"until {row.lease_expires_at.isoformat()}"
+        )
+    if row.due_at > tx.now:
+        return Skip(f"early message: the step is due at {row.due_at.isoformat()}")
+    if row.lease_owner is not None:
+        reason = (
+            f"burst lost: {row.lease_owner} held provider {name!r} until "
+            f"{row.lease_expires_at.isoformat()} and never finished (the worker was "
+            "killed or the burst outran its time limit)"
+        )
+        t.end_burst_of_ticket(tx, name, ticket, BurstOutcome.LOST, error=reason)
+        return LostBurst(reason, t.record_failure(tx, row, reason, options))
+    transition = state.claim_step(t.schedule_of(row), tx.now, has_cycle=row.cycle_id is not None)
+    cycle_id = t.open_cycle(tx, name) if transition.open_cycle else row.cycle_id
+    cycle = tx.conn.execute(select(m.cycles).where(m.cycles.c.id == cycle_id)).one()
+    number = cycle.bursts + 1
+    burst_id = tx.conn.execute(
+        insert(m.bursts)
+        .values(
+            provider=name,
+            cycle_id=cycle_id,
+            number=number,
+            ticket=ticket,
+            worker=owner,
+            outcome=BurstOutcome.RUNNING.value,
+            started_at=tx.now,
+        )
+        .returning(m.bursts.c.id)
+    ).scalar_one()
+    tx.conn.execute(update(m.cycles).where(m.cycles.c.id == cycle_id).values(bursts=number))
+    schedule = transition.schedule
+    tx.conn.execute(
+        update(m.providers)
+        .where(m.providers.c.name == name, m.providers.c.ticket == ticket)
+        .values(
+            action=schedule.action.value,
+            due_at=schedule.due_at,
+            attempts=schedule.attempts,
+            cycle_id=cycle_id,
+            lease_owner=owner,
+            lease_expires_at=tx.now + lease,
+            updated_at=tx.now,
+        )
+    )
+    return Claim(
+        provider=name,
+        ticket=ticket,
+        owner=owner,
+        cycle_id=cycle_id,
+        burst_id=burst_id,
+        burst=number,
+        schedule=schedule,
+        cursor=cycle.cursor,
+        next_sequence=cycle.pages + 1,
+    )
+
+
+def finish_burst(
+    tx: Tx, claim: Claim, *, done: bool, lease: timedelta, options: ProviderOptions
+) -> tuple[Doorbell, SweepResult | None]:
+    """Close the burst: schedule the next one, or sweep, complete the cycle and rest."""
+    t.hold_lease(tx, claim, lease)
+    sweep = sweep_unmarked(tx, claim, options) if done else None
+    t.end_burst(
+        tx,
+        claim.burst_id,
+        BurstOutcome.DONE if done else BurstOutcome.CONTINUED,
+        removed=sweep.removed if sweep else 0,
+    )
+    transition = state.after_burst(done, tx.now, options)
+    return t.apply(tx, claim.provider, transition, claim.cycle_id), sweep
+
+
+def _still_held(tx: Tx, claim: Claim) -> Row[Any] | None:
+    """The provider row, if this claim still holds its step."""
+    row = t.lock_provider(tx, claim.provider)
+    if row.ticket != claim.ticket or row.lease_owner != claim.owner:
+        return None
+    return row
+
+
+def fail_burst(tx: Tx, claim: Claim, message: str, options: ProviderOptions) -> Doorbell | None:
+    """Record a failed burst and schedule the backoff; ``None`` if the step was replaced."""
+    row = _still_held(tx, claim)
+    if row is None:
+        return None
+    t.end_burst(tx, claim.burst_id, BurstOutcome.FAILED, error=message)
+    return t.record_failure(tx, row, message, options)
+
+
+def wait_burst(tx: Tx, claim: Claim, wait: timedelta, reason: str) -> Doorbell | None:
+    """Record a burst the source paused (a rate limit): its step runs again after ``wait``.
+
+    No attempt is counted. ``None`` if the step was replaced meanwhile.
+    """
+    row = _still_held(tx, claim)
+    if row is None:
+        return None
+    t.end_burst(tx, claim.burst_id, BurstOutcome.WAITING, error=reason)
+    transition = state.after_rate_limit(t.schedule_of(row), tx.now, wait)
+    return t.apply(tx, claim.provider, transition, row.cycle_id)

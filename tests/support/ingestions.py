@@ -1,0 +1,71 @@
+"""Building ingestions for tests, and running and inspecting their bursts in this process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from ingestion import IncrementalIngestion, Settings
+from ingestion.settings import EMBEDDED_BROKER
+from ingestion.store import ErrorKind
+from ingestion.store import models as m
+
+if TYPE_CHECKING:
+    from tests.support.workers import Workers
+
+
+def make_ingestion(database_url: str, tmp_path: Path, **settings: Any) -> IncrementalIngestion:
+    """An ``IncrementalIngestion`` on ``database_url`` with a file broker under ``tmp_path``."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "broker_url": EMBEDDED_BROKER,
+        "broker_dir": tmp_path / "broker",
+        "page_timeout": 5.0,
+        "time_limit_grace": 1.0,
+    }
+    values.update(settings)
+    return IncrementalIngestion(settings=Settings(**values))
+
+
+def client_ingestion(workers: Workers) -> IncrementalIngestion:
+    """The test process's own view of what the workers run: same providers, database, queue."""
+    from tests.support.synthetic_app import build
+
+    env = workers.env
+    return build(
+        Settings(
+            database_url=env["INGESTION_DATABASE_URL"],
+            broker_url=env["CELERY_BROKER_URL"],
+            broker_dir=Path(env["INGESTION_BROKER_DIR"]),
+            queue=env["INGESTION_QUEUE"],
+            page_timeout=float(env["INGESTION_PAGE_TIMEOUT"]),
+            time_limit_grace=float(env["INGESTION_TIME_LIMIT_GRACE"]),
+        ),
+        json.loads(env["TEST_PROVIDERS"]),
+    )
+
+
+def one_burst(ingestion: IncrementalIngestion, name: str) -> Any:
+    """Begin a cycle and run its first burst in this process."""
+    ingestion.store.ensure_providers([name])
+    doorbell = ingestion.store.start(name)
+    return ingestion.engine.run_step(name, doorbell.ticket, "test/1")
+
+
+def burst_error(ingestion: IncrementalIngestion, name: str) -> str:
+    """The first line of the provider's only burst error."""
+    [error] = ingestion.errors(name, kind=ErrorKind.BURST.value)
+    message: str = error["message"].split("\n", 1)[0]
+    return message
+
+
+def everything_stored(ingestion: IncrementalIngestion) -> str:
+    """Every row of every table, as text."""
+    out = []
+    with ingestion.store.db.read() as conn:
+        for table in m.metadata.sorted_tables:
+            out += [repr(tuple(row)) for row in conn.execute(select(table))]
+    return "\n".join(out)
