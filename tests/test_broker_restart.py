@@ -1,0 +1,172 @@
+"""A Redis broker restarted under a worker that holds an unacknowledged message.
+
+The worker must survive the broker going away with a burst running (its message unacknowledged,
+``task_acks_late``) or with the next burst's countdown reserved, and the cycle must complete once
+the broker is back. Each test runs a Redis server of its own, so that it can be restarted.
+With celery 5.7.0 the worker's main process died of it (see the bound in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from ingestion import CycleStatus, IncrementalIngestion
+from providers.synthetic import SourceServer, SyntheticSource
+from tests.conftest import Workers, client_ingestion, wait_until
+
+pytestmark = pytest.mark.workers
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ThrowawayRedis:
+    """A ``redis-server`` without persistence on a free port of 127.0.0.1."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def _answers(self) -> bool:
+        client = self.client()
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        self.starts += 1
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "save": "",
+            "appendonly": "no",
+            "dir": str(self.folder),
+        }
+        args = [REDIS_SERVER]
+        for name, value in options.items():
+            args += [f"--{name}", value]
+        with open(self.folder / f"redis-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._answers, timeout=15, what=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        """``SHUTDOWN NOSAVE``: every queue, reserved message and unacked entry is gone."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        client = self.client()
+        try:
+            client.shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it exits
+        finally:
+            client.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = ThrowawayRedis(folder)
+    server.start()
+    yield server
+    server.stop()
+
+
+def completed(client: IncrementalIngestion) -> list[dict[str, Any]]:
+    return [c for c in client.store.cycles("services") if c["status"] == CycleStatus.COMPLETED]
+
+
+def unacked(server: ThrowawayRedis) -> int:
+    client = server.client()
+    try:
+        return int(client.hlen("unacked"))
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("in_flight", ["burst", "countdown"])
+def test_a_worker_survives_a_broker_restart_and_the_cycle_completes(
+    in_flight: str,
+    tmp_path: Path,
+    throwaway_redis: ThrowawayRedis,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    if in_flight == "burst":  # bursts of about 1 s, each page 0.1 s
+        source.delay, burst_length, burst_interval = 0.1, 1.0, 0.05
+    else:  # short bursts, then a 4 s countdown reserved by the worker
+        source.delay, burst_length, burst_interval = 0.01, 0.2, 4.0
+    spec = {
+        "name": "services",
+        "url": source_server.url,
+        "per_page": 25,
+        "options": {
+            "burst_length": burst_length,
+            "burst_interval": burst_interval,
+            "rest_length": 3600,
+            "backoff": [0.5, 0.5, 0.5],
+        },
+    }
+    database_url = f"sqlite:///{tmp_path / 'ingestion.db'}"
+    workers = workers_factory(database_url, throwaway_redis.url, [spec])
+    # Two pool processes: the consumer keeps a BRPOP in flight while a burst runs, as a worker
+    # with free pool processes does.
+    worker = workers.start("w1", concurrency=2)
+    beat = workers.start_beat()
+    client = client_ingestion(workers)
+
+    def holding_a_message() -> bool:
+        bursts = client.store.bursts("services")
+        running = [b for b in bursts if b["outcome"] == "running"]
+        if in_flight == "burst":
+            ready = any(b["pages"] >= 2 for b in running)
+        else:
+            ready = not running and any(b["outcome"] == "continued" for b in bursts)
+        return ready and unacked(throwaway_redis) >= 1
+
+    wait_until(holding_a_message, timeout=60, what=f"the worker holding a {in_flight} message")
+    throwaway_redis.restart()  # no persistence: the reconciler announces the step again
+
+    def cycle_completed() -> bool:
+        assert worker.poll() is None, "the worker's main process exited:\n" + workers.logs()
+        assert beat.poll() is None, "celery beat exited:\n" + workers.logs()
+        return bool(completed(client))
+
+    wait_until(cycle_completed, timeout=90, what="the cycle completed")
+    log = workers.log("w1")
+    assert b"Connection to broker lost" in log, "the worker never saw the restart"
+    assert b"Unrecoverable error" not in log, workers.logs()
+    assert set(client.catalog.refs("services")) == source.refs()
