@@ -19,7 +19,9 @@ import redis
 
 from ingestion import CycleStatus, IncrementalIngestion
 from providers.synthetic import SourceServer, SyntheticSource
-from tests.conftest import Workers, client_ingestion, wait_until
+from tests.support.ingestions import client_ingestion
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.workers
 
