@@ -1,13 +1,21 @@
-"""Entity refs, validation of the Backstage envelope, and the canonical content hash."""
+"""Entity refs, validation of the Backstage envelope, and the canonical content hash.
+
+The envelope rules are those of ``@backstage/catalog-model``'s default policies: no root fields
+but ``apiVersion``, ``kind``, ``metadata`` and ``spec``, and the Kubernetes-style formats of
+names, namespaces, annotation and label keys, label values and tags. Every pattern must match
+the whole value.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from ingestion.errors import EntityRejected
 
@@ -16,10 +24,22 @@ DEFAULT_NAMESPACE = "default"
 #: The annotation every ingested entity carries, naming the provider that owns it.
 PROVIDER_ANNOTATION = "backstage/incremental-entity-provider"
 
-# Backstage: 1-63 characters of [a-zA-Z0-9], separated by single '-', '_' or '.'.
-_NAME = re.compile(r"^[a-zA-Z0-9]+(?:[-_.][a-zA-Z0-9]+)*$")
-_KIND = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
-_MAX_NAME = 63
+_MAX_NAME = 63  # names, kinds, namespaces, DNS labels, tags, apiVersion versions
+_MAX_SUBDOMAIN = 253
+_SHOWN = 100  # characters of an offending value quoted in a message
+
+_NAME = re.compile(r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_KIND = re.compile(r"[a-zA-Z][a-zA-Z0-9]*")
+_DNS_LABEL = re.compile(r"[a-z0-9]+(?:-+[a-z0-9]+)*")
+_VERSION = re.compile(r"[a-zA-Z0-9]+")
+_TAG = re.compile(r"[a-z0-9:+#]+(?:-[a-z0-9:+#]+)*")
+_ABSENT: Any = object()  # a key that is not there, as opposed to one set to None
+_ROOT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec"})
+
+_NAME_RULE = "1-63 characters of [A-Za-z0-9-_.], starting and ending with a letter or digit"
+_DNS_LABEL_RULE = "1-63 characters of [a-z0-9] and '-', starting and ending with a letter or digit"
+_KEY_RULE = f"an optional DNS subdomain and '/', then {_NAME_RULE}"
+_TAG_RULE = "1-63 characters of [a-z0-9:+#], in parts joined by single '-'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +60,98 @@ def entity_ref(kind: str, namespace: str | None, name: str) -> str:
 
 
 def valid_name(value: object) -> bool:
-    """Whether ``value`` is a valid Backstage name or namespace."""
-    return isinstance(value, str) and len(value) <= _MAX_NAME and bool(_NAME.match(value))
+    """Whether ``value`` is a valid Backstage entity name (also the rule of a label value)."""
+    return isinstance(value, str) and len(value) <= _MAX_NAME and _NAME.fullmatch(value) is not None
+
+
+def valid_kind(value: object) -> bool:
+    """Whether ``value`` is a valid Backstage kind: a letter, then letters and digits."""
+    return isinstance(value, str) and _kind_ok(value)
+
+
+# Kinds, apiVersions and annotation and label keys repeat from one entity to the next: their
+# verdicts are remembered, so that the common entity costs a dictionary look-up for each.
+_remembered = lru_cache(maxsize=4096)
+
+
+@_remembered
+def _kind_ok(value: str) -> bool:
+    return len(value) <= _MAX_NAME and _KIND.fullmatch(value) is not None
+
+
+def valid_dns_label(value: object) -> bool:
+    """Whether ``value`` is a DNS label (RFC 1123), the rule of a namespace."""
+    return (
+        isinstance(value, str)
+        and len(value) <= _MAX_NAME
+        and _DNS_LABEL.fullmatch(value) is not None
+    )
+
+
+valid_namespace = valid_dns_label
+
+
+def valid_dns_subdomain(value: object) -> bool:
+    """Whether ``value`` is a DNS subdomain: 1-253 characters of dot-separated DNS labels."""
+    return (
+        isinstance(value, str)
+        and 1 <= len(value) <= _MAX_SUBDOMAIN
+        and all(valid_dns_label(label) for label in value.split("."))
+    )
+
+
+def _valid_prefixed(value: str, suffix_valid: Callable[[str], bool]) -> bool:
+    """Whether ``value`` is ``suffix`` or ``prefix/suffix``, the prefix a DNS subdomain."""
+    parts = value.split("/")
+    if len(parts) == 1:
+        return suffix_valid(parts[0])
+    return len(parts) == 2 and valid_dns_subdomain(parts[0]) and suffix_valid(parts[1])
+
+
+def _valid_version(value: str) -> bool:
+    return len(value) <= _MAX_NAME and _VERSION.fullmatch(value) is not None
+
+
+def valid_api_version(value: object) -> bool:
+    """Whether ``value`` is ``[dns-subdomain/]version``, the version 1-63 of ``[a-zA-Z0-9]``."""
+    return isinstance(value, str) and _api_version_ok(value)
+
+
+@_remembered
+def _api_version_ok(value: str) -> bool:
+    return _valid_prefixed(value, _valid_version)
+
+
+def valid_key(value: object) -> bool:
+    """Whether ``value`` is a valid annotation or label key: ``[dns-subdomain/]name``."""
+    return isinstance(value, str) and _key_ok(value)
+
+
+@_remembered
+def _key_ok(value: str) -> bool:
+    return _valid_prefixed(value, valid_name)
+
+
+def valid_label_value(value: object) -> bool:
+    """Whether ``value`` is a valid label value: empty, or valid as a name."""
+    return value == "" or valid_name(value)
+
+
+def valid_tag(value: object) -> bool:
+    """Whether ``value`` is a valid tag: lower case ``[a-z0-9:+#]`` in parts joined by ``-``."""
+    return isinstance(value, str) and len(value) <= _MAX_NAME and _TAG.fullmatch(value) is not None
+
+
+def valid_url(value: object) -> bool:
+    """Whether ``value`` is an absolute URL: it has a scheme and a network location."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port that is not a number raises
+    except ValueError:
+        return False
+    return bool(parts.scheme) and bool(parts.netloc)
 
 
 def describe(entity: object) -> str:
@@ -53,51 +163,123 @@ def describe(entity: object) -> str:
     return ""
 
 
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to about 100 characters."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."
+
+
 def validate(entity: object) -> None:
     """Raise :class:`EntityRejected` when ``entity`` breaks an envelope rule."""
     if not isinstance(entity, Mapping):
         raise EntityRejected("entity", f"an entity must be a mapping, got {type(entity).__name__}")
+    if not _ROOT_FIELDS.issuperset(entity):
+        foreign = next(key for key in entity if key not in _ROOT_FIELDS)
+        raise EntityRejected(
+            "root",
+            f"root field {_shown(foreign)} is not allowed; an entity has only apiVersion, "
+            "kind, metadata and spec",
+        )
     api_version = entity.get("apiVersion")
-    if not isinstance(api_version, str) or not api_version.strip():
-        raise EntityRejected("apiVersion", "apiVersion is missing or not a non-empty string")
+    if not valid_api_version(api_version):
+        raise EntityRejected(
+            "apiVersion",
+            f"apiVersion {_shown(api_version)} must be an optional DNS subdomain and '/', "
+            "then 1-63 characters of [a-zA-Z0-9]",
+        )
     kind = entity.get("kind")
-    if not isinstance(kind, str) or not kind:
-        raise EntityRejected("kind", "kind is missing or not a non-empty string")
-    if len(kind) > _MAX_NAME or not _KIND.match(kind):
-        raise EntityRejected("kind", f"kind {kind!r} must be 1-63 letters and digits")
+    if not valid_kind(kind):
+        raise EntityRejected(
+            "kind", f"kind {_shown(kind)} must be 1-63 letters and digits, starting with a letter"
+        )
     metadata = entity.get("metadata")
     if not isinstance(metadata, Mapping):
-        raise EntityRejected("metadata", "metadata is missing or not a mapping")
+        raise EntityRejected("metadata", f"metadata {_shown(metadata)} must be a mapping")
+    spec = entity.get("spec", _ABSENT)
+    if spec is not _ABSENT and not isinstance(spec, Mapping):
+        raise EntityRejected("spec", f"spec {_shown(spec)} must be a mapping")
+    _validate_metadata(metadata)
+
+
+def _validate_metadata(metadata: Mapping[str, Any]) -> None:
     name = metadata.get("name")
     if not valid_name(name):
-        raise EntityRejected(
-            "metadata.name",
-            f"metadata.name {name!r} must be 1-63 characters of [a-zA-Z0-9] "
-            "separated by single '-', '_' or '.'",
-        )
-    namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
-    if not valid_name(namespace):
+        raise EntityRejected("metadata.name", f"metadata.name {_shown(name)} must be {_NAME_RULE}")
+    namespace = metadata.get("namespace", _ABSENT)
+    if namespace is not _ABSENT and not valid_namespace(namespace):
         raise EntityRejected(
             "metadata.namespace",
-            f"metadata.namespace {namespace!r} must be 1-63 characters of [a-zA-Z0-9] "
-            "separated by single '-', '_' or '.'",
+            f"metadata.namespace {_shown(namespace)} must be a DNS label: {_DNS_LABEL_RULE}",
         )
-    for field in ("annotations", "labels"):
-        _validate_string_map(field, metadata.get(field))
-
-
-def _validate_string_map(field: str, values: object) -> None:
-    if values is None:
-        return
-    if not isinstance(values, Mapping):
-        raise EntityRejected(f"metadata.{field}", f"metadata.{field} must be a mapping")
-    for key, value in values.items():
-        if not isinstance(key, str) or not isinstance(value, str):
+    annotations = metadata.get("annotations")
+    if annotations is not None:
+        _validate_string_map("annotations", annotations, None)
+    labels = metadata.get("labels")
+    if labels is not None:
+        _validate_string_map("labels", labels, valid_label_value)
+    tags = metadata.get("tags", _ABSENT)
+    if tags is not _ABSENT:
+        _validate_tags(tags)
+    for field in ("title", "description"):
+        text = metadata.get(field, _ABSENT)
+        if text is not _ABSENT and not isinstance(text, str):
             raise EntityRejected(
-                f"metadata.{field}",
-                f"metadata.{field} must map strings to strings; {key!r} maps to "
-                f"{type(value).__name__}",
+                f"metadata.{field}", f"metadata.{field} {_shown(text)} must be a string"
             )
+    links = metadata.get("links", _ABSENT)
+    if links is not _ABSENT:
+        _validate_links(links)
+
+
+def _validate_string_map(
+    field: str, values: object, value_valid: Callable[[object], bool] | None
+) -> None:
+    rule = f"metadata.{field}"
+    if not isinstance(values, Mapping):
+        raise EntityRejected(rule, f"{rule} {_shown(values)} must be a mapping")
+    for key, value in values.items():
+        if not valid_key(key):
+            raise EntityRejected(rule, f"{rule} key {_shown(key)} must be {_KEY_RULE}")
+        if not isinstance(value, str):
+            raise EntityRejected(
+                rule,
+                f"{rule}[{key!r}] {_shown(value)} must be a string, not {type(value).__name__}",
+            )
+        if value_valid is not None and not value_valid(value):
+            raise EntityRejected(
+                rule, f"{rule}[{key!r}] {_shown(value)} must be empty or {_NAME_RULE}"
+            )
+
+
+def _validate_tags(tags: object) -> None:
+    if not isinstance(tags, list | tuple):
+        raise EntityRejected("metadata.tags", f"metadata.tags {_shown(tags)} must be a list")
+    for index, tag in enumerate(tags):
+        if not valid_tag(tag):
+            raise EntityRejected(
+                "metadata.tags", f"metadata.tags[{index}] {_shown(tag)} must be {_TAG_RULE}"
+            )
+
+
+def _validate_links(links: object) -> None:
+    if not isinstance(links, list | tuple):
+        raise EntityRejected("metadata.links", f"metadata.links {_shown(links)} must be a list")
+    for index, link in enumerate(links):
+        where = f"metadata.links[{index}]"
+        if not isinstance(link, Mapping):
+            raise EntityRejected("metadata.links", f"{where} {_shown(link)} must be a mapping")
+        url = link.get("url")
+        if not valid_url(url):
+            raise EntityRejected(
+                "metadata.links",
+                f"{where}.url {_shown(url)} must be an absolute URL with a scheme and a host",
+            )
+        for field in ("title", "icon", "type"):
+            value = link.get(field, _ABSENT)
+            if value is not _ABSENT and not isinstance(value, str):
+                raise EntityRejected(
+                    "metadata.links", f"{where}.{field} {_shown(value)} must be a string"
+                )
 
 
 def prepare(entity: object, provider_name: str, location_key: str | None) -> PreparedEntity:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ingestion.entities import valid_namespace
 from ingestion.errors import ProviderConfigError, RetryAfter
 from ingestion.provider import (
     DeferredEntity,
@@ -121,6 +122,11 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
     ) -> None:
         if not 1 <= per_page <= 100:
             raise ProviderConfigError(f"provider {name!r}: per_page must be 1 to 100")
+        if namespace is not None and not valid_namespace(namespace):
+            raise ProviderConfigError(
+                f"provider {name!r}: namespace {namespace!r} must be a DNS label "
+                "(lower case letters, digits and '-')"
+            )
         self.name = name
         self.organization = organization
         self.token_env = token_env

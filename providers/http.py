@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import ConfigDict
 
+from ingestion.entities import valid_api_version, valid_kind, valid_namespace
 from ingestion.errors import ProviderConfigError
 from ingestion.provider import (
     DeferredEntity,
@@ -232,6 +233,18 @@ class EntityTemplate:
         if not isinstance(metadata, Mapping) or "name" not in metadata:
             raise ProviderConfigError(
                 'entity: the template must set metadata.name, for example to "{name}"'
+            )
+        if not valid_api_version(api_version):
+            raise ProviderConfigError(
+                f"entity: api_version {api_version!r} must be an optional DNS subdomain and "
+                "'/', then letters and digits"
+            )
+        if not valid_kind(kind):
+            raise ProviderConfigError(f"entity: kind {kind!r} must be letters and digits")
+        if namespace is not None and not valid_namespace(namespace):
+            raise ProviderConfigError(
+                f"entity: namespace {namespace!r} must be a DNS label "
+                "(lower case letters, digits and '-')"
             )
         self.template = _compile(template, "entity")
         self.api_version = api_version

@@ -18,12 +18,12 @@ def test_refs_are_lower_case_with_the_default_namespace() -> None:
     assert entity_ref("API", "Team.A", "x") == "api:team.a/x"
 
 
-@pytest.mark.parametrize("name", ["a", "a-b", "a_b.c-d", "A1", "x" * 63])
+@pytest.mark.parametrize("name", ["a", "a-b", "a_b.c-d", "A1", "a--b", "x" * 63])
 def test_valid_names_pass(name: str) -> None:
     validate(entity(name=name))
 
 
-@pytest.mark.parametrize("name", ["", "-a", "a-", "a--b", "a b", "a/b", "x" * 64, 5, None])
+@pytest.mark.parametrize("name", ["", "-a", "a-", "a\n", "a b", "a/b", "x" * 64, 5, None])
 def test_invalid_names_are_rejected_by_the_name_rule(name: Any) -> None:
     with pytest.raises(EntityRejected) as info:
         validate(entity(name=name))

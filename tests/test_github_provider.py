@@ -336,11 +336,15 @@ def test_entity_names_are_valid_and_only_change_when_they_must(raw: str) -> None
 
 
 def test_names_that_clean_up_alike_stay_distinct() -> None:
-    assert entity_name("a..b") != entity_name("a__b")
-    assert entity_name("a..b").startswith("a.b-")
+    assert entity_name("a. .b") != entity_name("a_ _b")
+    assert entity_name("a. .b").startswith("a.b-")
+    assert entity_name("a..b") == "a..b"  # separator runs are valid names
 
 
 def test_topics_that_are_not_valid_tags_are_left_out() -> None:
-    repo = {**make_repo(1), "topics": ["ok", "Upper", "with space", "x" * 64, "ok"]}
+    repo = {
+        **make_repo(1),
+        "topics": ["ok", "Upper", "with space", "x" * 64, "ok", "new\n", "snake_case", "-x"],
+    }
     entity = repository_entity(repo, owner="acme")
     assert entity["metadata"]["tags"] == ["ok", "upper"]
