@@ -18,6 +18,7 @@ from ingestion.errors import (
     ProviderConfigError,
     ProviderError,
     RetryAfter,
+    SourceRefused,
     UnknownProvider,
 )
 from ingestion.options import DEFAULT_BACKOFF, ProviderOptions
@@ -26,6 +27,8 @@ from ingestion.provider import (
     EntityIteratorResult,
     IncrementalEntityProvider,
     Rejection,
+    RemovalCandidate,
+    RemovalCheck,
 )
 from ingestion.settings import Settings
 from ingestion.state import Action, BurstOutcome, CycleStatus
@@ -52,8 +55,11 @@ __all__ = [
     "ProviderError",
     "ProviderOptions",
     "Rejection",
+    "RemovalCandidate",
+    "RemovalCheck",
     "RetryAfter",
     "Settings",
+    "SourceRefused",
     "UnknownProvider",
     "entity_ref",
 ]

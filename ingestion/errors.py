@@ -9,6 +9,7 @@
     │   └── InsecureConfiguration   the admin API without a usable token
     ├── UnknownProvider             no provider of that name
     ├── ProviderError               a provider misbehaved or its source failed; the burst fails
+    │   └── SourceRefused           a refusal retrying cannot fix; the provider is parked
     ├── EntityRejected              one entity breaks an envelope rule; the rest of its page commits
     ├── LeaseLost                   this worker no longer holds the step it was running
     └── RetryAfter                  the source asks to wait (a rate limit); no backoff step spent
@@ -47,6 +48,15 @@ class ProviderError(IngestionError):
     """A provider misbehaved or its source failed; the message says what and where."""
 
 
+class SourceRefused(ProviderError):
+    """The source refused in a way that retrying cannot fix (credentials refused, an
+    organisation that does not exist or is hidden from the token).
+
+    The burst fails and the provider is *parked*: no backoff, no new cycle, the error visible
+    in its status, until an operator starts it again. The message says what to change.
+    """
+
+
 class EntityRejected(IngestionError):
     """An entity breaks an envelope rule: ``rule`` names the rule, the message the field."""
 
@@ -83,5 +93,6 @@ __all__ = [
     "ProviderConfigError",
     "ProviderError",
     "RetryAfter",
+    "SourceRefused",
     "UnknownProvider",
 ]

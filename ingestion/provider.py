@@ -49,6 +49,29 @@ class EntityIteratorResult(Generic[TCursor]):
     rejections: Sequence[Rejection] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class RemovalCandidate:
+    """An entity the sweep is about to remove: the completed cycle did not see it."""
+
+    ref: str  # kind:namespace/name, lower-case
+    entity: Mapping[str, Any]  # the entity as last stored (annotations included)
+    location_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RemovalCheck:
+    """What a provider found out about removal candidates (see ``check_removals``).
+
+    ``gone``: refs the source confirms are gone; only these are removed. ``present``: fresh
+    entities for candidates still in the source (renamed items count as gone under the old ref
+    and present under the new one); they are marked in this cycle and written if changed. A
+    candidate in neither list is kept for this cycle and checked again after the next one.
+    """
+
+    gone: Sequence[str] = field(default_factory=tuple)
+    present: Sequence[DeferredEntity] = field(default_factory=tuple)
+
+
 BurstFunction = Callable[[TContext], Any]
 
 
@@ -74,3 +97,26 @@ class IncrementalEntityProvider(abc.ABC, Generic[TCursor, TContext]):
         self, context: TContext, cursor: TCursor | None = None
     ) -> EntityIteratorResult[TCursor] | Awaitable[EntityIteratorResult[TCursor]]:
         """Return the page at ``cursor`` and the cursor of the next page."""
+
+    def check_removals(
+        self, context: TContext, candidates: Sequence[RemovalCandidate]
+    ) -> RemovalCheck | Awaitable[RemovalCheck]:
+        """Optional: ask the source about entities the sweep is about to remove.
+
+        A provider whose paging can skip items while the source changes (page numbers,
+        offsets) implements it, so that nothing still in the source is removed. The engine
+        calls it inside ``around()``, with the same context as ``next()``, in batches, after
+        the last page of a cycle and before its sweep. A provider that does not override it
+        has no checking phase: what a completed cycle did not see is removed.
+        """
+        raise NotImplementedError
+
+    def default_options(self) -> Mapping[str, Any]:
+        """Engine options this kind of provider needs unless its user sets them (for example
+        ``remove_after_missed_cycles`` for a source whose paging can skip items)."""
+        return {}
+
+
+def checks_removals(provider: IncrementalEntityProvider[Any, Any]) -> bool:
+    """Whether ``provider`` implements :meth:`IncrementalEntityProvider.check_removals`."""
+    return type(provider).check_removals is not IncrementalEntityProvider.check_removals
