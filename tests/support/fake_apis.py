@@ -142,8 +142,9 @@ class ItemsApi(FakeServer):
 
     ``/page?page=N&per_page=K`` (``meta.pages``), ``/offset?offset=O&limit=L`` (``total``),
     ``/cursor?cursor=C`` (``next`` in the body, opaque), ``/link?after=C`` (``Link`` header),
-    all with the items in ``data.items``. With ``token`` set, a request must carry
-    ``Authorization: Bearer <token>`` or ``?api_key=<token>``.
+    all with the items in ``data.items``; ``/items/{id}`` is one item (404 once deleted).
+    The cursor and link styles are keyset cursors (the last id read). With ``token`` set, a
+    request must carry ``Authorization: Bearer <token>`` or ``?api_key=<token>``.
     """
 
     def __init__(self, count: int = 95, per_page: int = 20, token: str | None = None) -> None:
@@ -160,6 +161,22 @@ class ItemsApi(FakeServer):
         with self.lock:
             self.items = [item for item in self.items if item["id"] not in ids]
 
+    def insert(self, ids: list[int]) -> None:
+        """Add items (kept in id order, so that one can land on a page already read)."""
+        with self.lock:
+            self.items = sorted([*self.items, *(make_item(n) for n in ids)], key=_by_id)
+
+    def rename(self, n: int, slug: str) -> None:
+        """Give item ``n`` another slug (so another entity name)."""
+        with self.lock:
+            for item in self.items:
+                if item["id"] == n:
+                    item["slug"] = slug
+
+    def slugs(self) -> list[str]:
+        with self.lock:
+            return [item["slug"] for item in self.items]
+
     def answer(self, request: Request) -> Answer:
         if self.token is not None:
             bearer = request.headers.get("authorization") == f"Bearer {self.token}"
@@ -169,6 +186,11 @@ class ItemsApi(FakeServer):
             items = list(self.items)
         q = request.query
         size = int(q.get("per_page", q.get("limit", self.per_page)))
+        if request.path.startswith("/items/"):
+            found = [i for i in items if str(i["id"]) == request.path.removeprefix("/items/")]
+            if not found:
+                return Answer(404, {"message": "Not Found"})
+            return Answer(body={"item": found[0]})
         if request.path == "/page":
             page = int(q.get("page", "1"))
             chunk = items[(page - 1) * size : page * size]
@@ -194,6 +216,10 @@ class ItemsApi(FakeServer):
                 headers["Link"] = f'<{link}>; rel="next", </link>; rel="first"'
             return Answer(body={"data": {"items": chunk}}, headers=headers)
         return super().answer(request)
+
+
+def _by_id(item: dict[str, Any]) -> int:
+    return int(item["id"])
 
 
 def _encode(n: int) -> str:
