@@ -55,6 +55,7 @@ from providers._http import (
 from providers._names import entity_name
 
 __all__ = [
+    "CheckedHttpProvider",
     "EntityTemplate",
     "HttpProvider",
     "LinkHeader",
@@ -365,7 +366,16 @@ class HttpSession:
 
 
 class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
-    """Reads a paginated JSON API; each item at ``items`` becomes an entity via ``entity``."""
+    """Reads a paginated JSON API; each item at ``items`` becomes an entity via ``entity``.
+
+    With ``item_url`` the instance is a :class:`CheckedHttpProvider`, which asks the source
+    about each removal candidate.
+    """
+
+    def __new__(cls, *args: Any, item_url: str | None = None, **kwargs: Any) -> HttpProvider:
+        if item_url and cls is HttpProvider:
+            return super().__new__(CheckedHttpProvider)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -483,7 +493,61 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
                 return "url:" + url
         return self.location_key
 
-    # -- removal checks -------------------------------------------------------------------
+    def _after(
+        self,
+        cursor: Cursor | None,
+        body: Any,
+        response: httpx.Response,
+        count: int,
+        secrets: Secrets,
+    ) -> Cursor | None:
+        if isinstance(self.pagination, LinkHeader):
+            link = response.links.get("next", {}).get("url")
+            if not link:
+                return None
+            resolved = response.request.url.join(link)
+            return {"url": str(secrets.strip_params(on_origin(resolved, self.url, secrets)))}
+        return self.pagination.after(cursor, body, count)
+
+
+def _item_url(name: str, template: str, url: httpx.URL) -> _Text | str:
+    """``item_url`` compiled; it must be on the origin of ``url`` (the token goes there)."""
+    origin = f"{url.scheme}://{url.netloc.decode()}/"
+    if not template.startswith(origin):
+        raise ProviderConfigError(
+            f"provider {name!r}: item_url {template!r} must start with {origin} (the origin of "
+            "url): the token is sent there"
+        )
+    compiled = _compile(template, "item_url")
+    if not isinstance(compiled, _Text):
+        raise ProviderConfigError(
+            f"provider {name!r}: item_url {template!r} must hold a placeholder such as {{id}}"
+        )
+    return compiled
+
+
+def _render_url(template: _Text | str, item: Any) -> str | None:
+    """The item's URL, each value percent-encoded; ``None`` if the item lacks one."""
+    if isinstance(template, str):
+        return template
+    out = []
+    for is_path, text in template.parts:
+        if not is_path:
+            out.append(text)
+            continue
+        value = lookup(item, text)
+        if value is _MISSING or value is None or isinstance(value, Mapping | list):
+            return None
+        out.append(quote(_scalar_text(value), safe=""))
+    return "".join(out)
+
+
+class CheckedHttpProvider(HttpProvider):
+    """An :class:`HttpProvider` with ``item_url``: it checks removal candidates.
+
+    ``HttpProvider(..., item_url=...)`` builds one. A provider without ``item_url`` has no
+    ``check_removals`` at all, so that the engine has no checking phase for it.
+    """
 
     def check_removals(
         self, context: HttpSession, candidates: Sequence[RemovalCandidate]
@@ -491,8 +555,7 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
         """GET each candidate's ``item_url`` (kept in its location key): 404 or 410 is gone,
         200 is present (with a fresh entity rendered through the template; an item whose
         entity has another ref now is gone under the old one). Anything else keeps the
-        candidate for this cycle and is logged. Without ``item_url`` nothing is checked and
-        every candidate is kept (the engine then relies on its grace cycles)."""
+        candidate for this cycle and is logged."""
         gone: list[str] = []
         present: list[DeferredEntity] = []
         for position, candidate in enumerate(candidates):
@@ -567,54 +630,6 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
 
     def _keep(self, candidate: RemovalCandidate, why: str) -> None:
         log.warning("provider %s: kept %s for this cycle: %s", self.name, candidate.ref, why)
-
-    def _after(
-        self,
-        cursor: Cursor | None,
-        body: Any,
-        response: httpx.Response,
-        count: int,
-        secrets: Secrets,
-    ) -> Cursor | None:
-        if isinstance(self.pagination, LinkHeader):
-            link = response.links.get("next", {}).get("url")
-            if not link:
-                return None
-            resolved = response.request.url.join(link)
-            return {"url": str(secrets.strip_params(on_origin(resolved, self.url, secrets)))}
-        return self.pagination.after(cursor, body, count)
-
-
-def _item_url(name: str, template: str, url: httpx.URL) -> _Text | str:
-    """``item_url`` compiled; it must be on the origin of ``url`` (the token goes there)."""
-    origin = f"{url.scheme}://{url.netloc.decode()}/"
-    if not template.startswith(origin):
-        raise ProviderConfigError(
-            f"provider {name!r}: item_url {template!r} must start with {origin} (the origin of "
-            "url): the token is sent there"
-        )
-    compiled = _compile(template, "item_url")
-    if not isinstance(compiled, _Text):
-        raise ProviderConfigError(
-            f"provider {name!r}: item_url {template!r} must hold a placeholder such as {{id}}"
-        )
-    return compiled
-
-
-def _render_url(template: _Text | str, item: Any) -> str | None:
-    """The item's URL, each value percent-encoded; ``None`` if the item lacks one."""
-    if isinstance(template, str):
-        return template
-    out = []
-    for is_path, text in template.parts:
-        if not is_path:
-            out.append(text)
-            continue
-        value = lookup(item, text)
-        if value is _MISSING or value is None or isinstance(value, Mapping | list):
-            return None
-        out.append(quote(_scalar_text(value), safe=""))
-    return "".join(out)
 
 
 def _query_of(pagination: Pagination, cursor: Cursor | None) -> dict[str, Any]:

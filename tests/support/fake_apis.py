@@ -203,7 +203,7 @@ class ItemsApi(FakeServer):
             )
         if request.path in ("/cursor", "/link"):
             key = "cursor" if request.path == "/cursor" else "after"
-            after = int(_decode(q[key])) if key in q else -1
+            after = int(_decode(q[key])) if key in q else -(10**9)
             chunk = [i for i in items if i["id"] > after][:size]
             more = bool(chunk) and chunk[-1]["id"] < items[-1]["id"]
             following = _encode(chunk[-1]["id"]) if more else None
