@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 import httpx
 
-from ingestion.errors import ProviderError, RetryAfter
+from ingestion.errors import ProviderError, RetryAfter, SourceRefused
 
 #: Query parameters whose values are never shown, whatever the provider's configuration.
 SECRET_PARAMS = frozenset(
@@ -44,8 +44,10 @@ class SourceUnavailable(SourceError):
     """A transient failure (connection, timeout, 5xx): the engine's backoff retries it."""
 
 
-class TokenRefused(SourceError):
-    """The source answered 401: the token is missing, wrong or expired."""
+class TokenRefused(SourceError, SourceRefused):
+    """The source answered 401, or the token's variable is unset: the token is missing, wrong
+    or expired. Retrying cannot fix that, so the provider is parked until an operator starts
+    it again (see :class:`ingestion.errors.SourceRefused`)."""
 
 
 def read_token(env: str, what: str) -> str:
@@ -111,23 +113,28 @@ def send(
     secrets: Secrets,
     *,
     params: Mapping[str, Any] | None = None,
+    method: str = "GET",
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+    follow_redirects: bool | None = None,
 ) -> httpx.Response:
-    """GET ``url`` with ``params`` added to its query; connection failures and timeouts
-    become :class:`SourceUnavailable`."""
+    """Send ``method`` to ``url`` with ``params`` added to its query (and ``json`` as the
+    body); connection failures and timeouts become :class:`SourceUnavailable`."""
     target = httpx.URL(url)
     if params:
         target = target.copy_merge_params(params)  # httpx would replace the query otherwise
-    request = client.build_request("GET", target)
+    request = client.build_request(method, target, json=json, headers=headers)
+    follow = client.follow_redirects if follow_redirects is None else follow_redirects
     try:
-        return client.send(request)
+        return client.send(request, follow_redirects=follow)
     except httpx.TimeoutException as exc:
         raise SourceUnavailable(
-            f"GET {secrets.url(request.url)}: no answer in time ({type(exc).__name__}, "
+            f"{method} {secrets.url(request.url)}: no answer in time ({type(exc).__name__}, "
             f"timeout {_timeout(client)})"
         ) from None
     except httpx.TransportError as exc:
         raise SourceUnavailable(
-            f"GET {secrets.url(request.url)}: {type(exc).__name__}: {secrets.text(str(exc))}"
+            f"{method} {secrets.url(request.url)}: {type(exc).__name__}: {secrets.text(str(exc))}"
         ) from None
 
 
@@ -224,7 +231,8 @@ def json_body(response: httpx.Response, secrets: Secrets) -> Any:
     except ValueError:
         kind = response.headers.get("Content-Type", "no content type")
         raise SourceError(
-            f"GET {secrets.url(response.request.url)} answered {response.status_code} with "
+            f"{response.request.method} {secrets.url(response.request.url)} answered "
+            f"{response.status_code} with "
             f"a body that is not JSON ({kind}): {what_the_server_said(response, secrets)}"
         ) from None
 

@@ -81,6 +81,8 @@ class HttpConfig(_ProviderConfig):
     headers: dict[str, str] = {}
     auth: TokenAuth | None = None
     timeout: Duration = timedelta(seconds=30)
+    item_url: str | None = None
+    item_path: str = ""
     entity: dict[str, Any]
     api_version: str = "backstage.io/v1alpha1"
     kind: str = "Component"
@@ -105,6 +107,8 @@ class HttpConfig(_ProviderConfig):
             headers=self.headers,
             auth=self.auth,
             timeout=self.timeout.total_seconds(),
+            item_url=self.item_url,
+            item_path=self.item_path,
         )
 
 
@@ -115,6 +119,7 @@ class GitHubConfig(_ProviderConfig):
     organization: str = Field(min_length=1)
     token_env: str = "GITHUB_TOKEN"
     api_url: str = "https://api.github.com"
+    graphql_url: str | None = None
     per_page: int = Field(100, ge=1, le=100)
     include_archived: bool = True
     owner: str | None = None
@@ -129,6 +134,7 @@ class GitHubConfig(_ProviderConfig):
             self.organization,
             token_env=self.token_env,
             api_url=self.api_url,
+            graphql_url=self.graphql_url,
             per_page=self.per_page,
             include_archived=self.include_archived,
             owner=self.owner,

@@ -1,32 +1,51 @@
 """The repositories of a GitHub organisation as ``Component`` entities.
 
-Pages of 100 repositories, sorted by name, following the ``Link`` header. A rate limit
-(403 or 429 with ``Retry-After``, or ``X-RateLimit-Remaining: 0`` and ``X-RateLimit-Reset``)
-stops the burst and the provider waits until the limit resets, without spending a backoff
-step. The token is read from the environment when a burst begins.
+Pages come from GitHub's GraphQL API: ``organization(login:) { repositories(first:, after:,
+orderBy: {field: CREATED_AT, direction: ASC}) }``, with the connection's ``endCursor`` as the
+engine's cursor. A connection cursor holds the position of the last repository read, not a
+page number, so a repository deleted, renamed or transferred while a cycle runs cannot make
+another one slip between two pages; repositories created meanwhile come last.
+
+Before the sweep, :meth:`GitHubProvider.check_removals` asks GitHub about each repository the
+cycle did not see (``GET /repos/{owner}/{repo}``): a 404 is gone; a 301 is a rename or a
+transfer, followed to where the repository is now (present under its new name if it is still in
+the organisation, gone from it otherwise); a 200 is present. Nothing GitHub still lists in the
+organisation is removed.
+
+A rate limit (403 or 429 with ``Retry-After``, ``X-RateLimit-Remaining: 0`` and
+``X-RateLimit-Reset``, or GraphQL's ``RATE_LIMITED``) stops the burst and the provider waits
+until the limit resets, without spending a backoff step. Refusals that retrying cannot fix (bad
+credentials, an organisation that does not exist or is hidden from the token) raise
+:class:`~ingestion.errors.SourceRefused`, which parks the provider. Every failed request is
+logged with GitHub's ``X-GitHub-Request-Id``. The token is read from the environment when a
+burst begins and is never logged or stored.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from ingestion.entities import valid_namespace
-from ingestion.errors import ProviderConfigError, RetryAfter
+from ingestion.entities import entity_ref, valid_namespace
+from ingestion.errors import ProviderConfigError, RetryAfter, SourceRefused
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
     IncrementalEntityProvider,
     Rejection,
+    RemovalCandidate,
+    RemovalCheck,
 )
 from providers._http import (
     Secrets,
     SourceError,
+    TokenRefused,
     check,
     describe,
     json_body,
@@ -38,25 +57,74 @@ from providers._http import (
 )
 from providers._names import entity_name, valid_tag
 
-__all__ = ["GitHubProvider", "repository_entity"]
+__all__ = ["GitHubProvider", "graphql_url", "repository_entity"]
+
+log = logging.getLogger("providers.github")
 
 SLUG_ANNOTATION = "github.com/project-slug"
 #: GitHub resets its primary limit within the hour; a reset further away is not believed.
 MAX_WAIT = 3600.0 + 60.0
 #: GitHub's advice when a secondary rate limit gives no time to wait.
 SECONDARY_WAIT = 60.0
+#: Renames and transfers followed for one removal candidate, at most.
+MAX_REDIRECTS = 3
+#: Topics read per repository (GitHub allows 20).
+MAX_TOPICS = 20
+
+REPOSITORIES_QUERY = """
+query($login: String!, $first: Int!, $after: String) {
+  organization(login: $login) {
+    repositories(first: $first, after: $after, orderBy: {field: CREATED_AT, direction: ASC}) {
+      pageInfo { endCursor hasNextPage }
+      nodes {
+        databaseId
+        name
+        nameWithOwner
+        description
+        url
+        isArchived
+        repositoryTopics(first: MAX_TOPICS) { nodes { topic { name } } }
+      }
+    }
+  }
+}
+""".replace("MAX_TOPICS", str(MAX_TOPICS))
+
+HIDDEN_CAUSES = (
+    "it does not exist (check the spelling of the login), or it is hidden from the token: a "
+    "classic token needs the read:org scope to see an organisation's private membership, an "
+    "organisation with SAML single sign-on must have authorised the token (Configure SSO on "
+    "the token's page), and a fine-grained token must be granted access to the organisation"
+)
 
 Cursor = dict[str, str]
 
 
 @dataclass
 class GitHubSession:
-    """One burst's client, secrets, and the rate limit the last answer announced."""
+    """One burst's client, secrets, the rate limit the last answer announced, and the
+    ``ETag``s of the REST answers read in this burst."""
 
     client: httpx.Client
     secrets: Secrets
     exhausted_until: float | None = None  # this machine's time at which the limit resets
     exhausted_reason: str = ""
+    etags: dict[str, tuple[str, Any]] = field(default_factory=dict)  # URL -> (ETag, body)
+
+
+def graphql_url(api_url: str) -> str:
+    """GitHub's GraphQL endpoint for a REST ``api_url``: ``https://api.github.com/graphql``,
+    or ``https://host/api/graphql`` for GitHub Enterprise Server's ``https://host/api/v3``."""
+    base = api_url.rstrip("/")
+    if base.endswith("/api/v3"):
+        return base.removesuffix("/v3") + "/graphql"
+    return base + "/graphql"
+
+
+def request_id(response: httpx.Response) -> str:
+    """`` (X-GitHub-Request-Id: ...)`` for a message, or nothing if GitHub sent none."""
+    value = response.headers.get("X-GitHub-Request-Id")
+    return f" (X-GitHub-Request-Id: {value})" if value else ""
 
 
 def repository_entity(
@@ -103,7 +171,8 @@ def repository_entity(
 
 
 class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
-    """The repositories of ``organization``; the cursor is the URL of the next page."""
+    """The repositories of ``organization``; the cursor is the GraphQL connection's
+    ``endCursor`` (``{"after": "..."}``)."""
 
     def __init__(
         self,
@@ -112,6 +181,7 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         *,
         token_env: str = "GITHUB_TOKEN",
         api_url: str = "https://api.github.com",
+        graphql_url: str | None = None,
         per_page: int = 100,
         include_archived: bool = True,
         owner: str | None = None,
@@ -131,6 +201,7 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         self.organization = organization
         self.token_env = token_env
         self.api = httpx.URL(api_url.rstrip("/") + "/")
+        self.graphql = httpx.URL(graphql_url or default_graphql_url(api_url))
         self.per_page = per_page
         self.include_archived = include_archived
         self.owner = owner or organization
@@ -150,74 +221,323 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
             "X-GitHub-Api-Version": "2022-11-28",
             "User-Agent": "celery-incremental-ingestion",
         }
-        # httpx drops the Authorization header on a redirect to another origin.
+        # Redirects are followed by hand (removal checks), and only on the API's origin.
         with httpx.Client(
-            headers=headers, timeout=httpx.Timeout(self.timeout), follow_redirects=True
+            headers=headers, timeout=httpx.Timeout(self.timeout), follow_redirects=False
         ) as client:
             burst(GitHubSession(client, Secrets([token])))
+
+    # -- pages ----------------------------------------------------------------------------
 
     def next(
         self, context: GitHubSession, cursor: Cursor | None = None
     ) -> EntityIteratorResult[Cursor]:
-        if context.exhausted_until is not None:
-            # The last answer spent the limit: the next request would only be refused.
-            wait = max(1.0, context.exhausted_until - time.time())
-            raise RetryAfter(wait, context.exhausted_reason)
-        if cursor is None:
-            url = self.api.join(f"orgs/{self.organization}/repos").copy_merge_params(
-                {"per_page": self.per_page, "type": "all", "sort": "full_name", "direction": "asc"}
-            )
-        else:
-            url = on_origin(cursor["url"], self.api, context.secrets)
-        response = send(context.client, url, context.secrets)
-        self._check(response, context)
-        repos = json_body(response, context.secrets)
-        if not isinstance(repos, list):
-            raise SourceError(
-                f"GET {context.secrets.url(response.request.url)}: expected a list of "
-                f"repositories, got {type(repos).__name__}"
-            )
+        self._wait_if_spent(context)
+        variables = {
+            "login": self.organization,
+            "first": self.per_page,
+            "after": cursor["after"] if cursor else None,
+        }
+        response = send(
+            context.client,
+            self.graphql,
+            context.secrets,
+            method="POST",
+            json={"query": REPOSITORIES_QUERY, "variables": variables},
+        )
+        self._check(response, context, organization=True)
+        body = json_body(response, context.secrets)
+        connection = self._connection(response, body, context)
         entities: list[DeferredEntity] = []
         rejections: list[Rejection] = []
-        for position, repo in enumerate(repos):
-            if not isinstance(repo, Mapping) or "name" not in repo or "full_name" not in repo:
+        for position, node in enumerate(connection.get("nodes") or []):
+            repo = _repository(node)
+            if repo is None:
                 rejections.append(
                     Rejection(f"repository #{position}", "not a repository object", "repository")
                 )
                 continue
-            if repo.get("archived") and not self.include_archived:
+            if repo["archived"] and not self.include_archived:
                 continue
-            entity = repository_entity(
-                repo,
-                owner=self.owner,
-                component_type=self.component_type,
-                lifecycle=self.lifecycle,
-                namespace=self.namespace,
-            )
-            entities.append(DeferredEntity(entity, f"url:{repo.get('html_url', '')}"))
-        link = response.links.get("next", {}).get("url")
+            entities.append(self._deferred(repo))
+        info = connection.get("pageInfo")
+        more = isinstance(info, Mapping) and info.get("hasNextPage") is True
         following = None
-        if link:
-            following = {"url": str(on_origin(response.url.join(link), self.api, context.secrets))}
+        if more:
+            end = info.get("endCursor") if isinstance(info, Mapping) else None
+            if not isinstance(end, str) or not end:
+                raise SourceError(
+                    f"POST {context.secrets.url(self.graphql)}: hasNextPage is true but there "
+                    f"is no endCursor{request_id(response)}"
+                )
+            if cursor is not None and end == cursor.get("after"):
+                raise SourceError(
+                    f"POST {context.secrets.url(self.graphql)}: the next page is this page "
+                    f"again (endCursor {end!r}); stopping{request_id(response)}"
+                )
+            following = {"after": end}
         return EntityIteratorResult(
             done=following is None, entities=entities, cursor=following, rejections=rejections
         )
 
-    def _check(self, response: httpx.Response, context: GitHubSession) -> None:
+    def _connection(
+        self, response: httpx.Response, body: Any, context: GitHubSession
+    ) -> Mapping[str, Any]:
+        where = f"POST {context.secrets.url(response.request.url)}"
+        errors = body.get("errors") if isinstance(body, Mapping) else None
+        if errors:
+            self._graphql_errors(response, errors, context)
+        data = body.get("data") if isinstance(body, Mapping) else None
+        organization = data.get("organization") if isinstance(data, Mapping) else None
+        if organization is None and isinstance(data, Mapping) and "organization" in data:
+            raise self._refused(response, context, "GitHub found no such organisation")
+        connection = organization.get("repositories") if isinstance(organization, Mapping) else None
+        if not isinstance(connection, Mapping):
+            error = SourceError(
+                f"{where}: expected data.organization.repositories in the answer, got "
+                f"{context.secrets.text(str(body))[:300]}{request_id(response)}"
+            )
+            self._log_failure(str(error))
+            raise error
+        return connection
+
+    def _graphql_errors(
+        self, response: httpx.Response, errors: Any, context: GitHubSession
+    ) -> None:
+        listed = [e for e in errors if isinstance(e, Mapping)] if isinstance(errors, list) else []
+        kinds = {str(e.get("type", "")) for e in listed}
+        said = "; ".join(str(e.get("message", "")) for e in listed) or str(errors)
+        said = context.secrets.text(said)[:500]
+        where = f"POST {context.secrets.url(response.request.url)}"
+        if "RATE_LIMITED" in kinds:
+            reason = f"GitHub rate limit: {where}: {said}"
+            if "X-RateLimit-Reset" in response.headers:
+                reset = self._reset(response)
+                reason += f"; it resets at {_iso(reset)}{request_id(response)}"
+                self._log_failure(reason)
+                raise RetryAfter(self._wait(reset, response), reason)
+            reason += request_id(response)
+            self._log_failure(reason)
+            raise RetryAfter(SECONDARY_WAIT, reason)
+        if kinds & {"NOT_FOUND", "FORBIDDEN"}:
+            raise self._refused(response, context, f"GitHub answered: {said}")
+        error = SourceError(f"{where} answered with errors: {said}{request_id(response)}")
+        self._log_failure(str(error))
+        raise error
+
+    def _refused(self, response: httpx.Response, context: GitHubSession, what: str) -> Exception:
+        where = f"POST {context.secrets.url(response.request.url)}"
+        message = (
+            f"{where}: {what}. The organisation {self.organization!r} cannot be read with the "
+            f"token in {self.token_env}: {HIDDEN_CAUSES}{request_id(response)}. Start the "
+            "provider again once that is fixed"
+        )
+        self._log_failure(message)
+        return SourceRefused(message)
+
+    def _deferred(self, repo: Mapping[str, Any]) -> DeferredEntity:
+        entity = repository_entity(
+            repo,
+            owner=self.owner,
+            component_type=self.component_type,
+            lifecycle=self.lifecycle,
+            namespace=self.namespace,
+        )
+        return DeferredEntity(entity, f"url:{repo.get('html_url', '')}")
+
+    # -- removal checks -------------------------------------------------------------------
+
+    def check_removals(
+        self, context: GitHubSession, candidates: Sequence[RemovalCandidate]
+    ) -> RemovalCheck:
+        """Ask GitHub about each repository the cycle did not see.
+
+        A 404 is gone. A 301 (renamed or transferred) is followed to where the repository is
+        now: present under its new name if it is still in the organisation (its old ref is
+        gone), gone from the organisation otherwise. A 200 is present (an archived repository
+        is gone when archived ones are left out). Anything else keeps the candidate for this
+        cycle and is logged with GitHub's request id; a rate limit keeps the candidates not
+        yet asked about.
+        """
+        gone: list[str] = []
+        present: list[DeferredEntity] = []
+        for position, candidate in enumerate(candidates):
+            if context.exhausted_until is not None and context.exhausted_until > time.time():
+                log.warning(
+                    "provider %s: %d removal candidates kept until the GitHub rate limit "
+                    "resets: %s",
+                    self.name,
+                    len(candidates) - position,
+                    context.exhausted_reason,
+                )
+                break
+            try:
+                verdict = self._check_one(context, candidate)
+            except RetryAfter as exc:
+                context.exhausted_until = time.time() + exc.seconds
+                context.exhausted_reason = exc.reason
+                log.warning(
+                    "provider %s: %d removal candidates kept until the GitHub rate limit "
+                    "resets: %s",
+                    self.name,
+                    len(candidates) - position,
+                    exc.reason,
+                )
+                break
+            if verdict is None:
+                continue
+            fresh, still_here = verdict
+            if fresh is not None:
+                present.append(fresh)
+            if not still_here:
+                gone.append(candidate.ref)
+        return RemovalCheck(gone=gone, present=present)
+
+    def _check_one(
+        self, context: GitHubSession, candidate: RemovalCandidate
+    ) -> tuple[DeferredEntity | None, bool] | None:
+        """``(fresh entity or None, whether the candidate's ref stays)``, or ``None`` to keep
+        the candidate unchecked."""
+        annotations = candidate.entity.get("metadata", {}).get("annotations") or {}
+        slug = annotations.get(SLUG_ANNOTATION) if isinstance(annotations, Mapping) else None
+        if not isinstance(slug, str) or slug.count("/") != 1:
+            log.warning(
+                "provider %s: kept %s: it has no %s annotation to ask GitHub about",
+                self.name,
+                candidate.ref,
+                SLUG_ANNOTATION,
+            )
+            return None
+        url = self.api.join(f"repos/{slug}")
+        for _ in range(MAX_REDIRECTS + 1):
+            status, response, body = self._get(context, url)
+            if status == 404:
+                log.info("provider %s: %s is gone from GitHub (404)", self.name, slug)
+                return (None, False)
+            if status in (301, 302, 307, 308):
+                location = response.headers.get("Location") or (
+                    body.get("url") if isinstance(body, Mapping) else None
+                )
+                if not location:
+                    self._keep(candidate, f"{describe(response, context.secrets)}, no Location")
+                    return None
+                try:
+                    url = on_origin(response.url.join(location), self.api, context.secrets)
+                except SourceError as exc:
+                    self._keep(candidate, str(exc))
+                    return None
+                continue
+            if status != 200 or not isinstance(body, Mapping) or "full_name" not in body:
+                self._keep(candidate, describe(response, context.secrets) + request_id(response))
+                return None
+            return self._verdict(candidate, body)
+        self._keep(candidate, f"more than {MAX_REDIRECTS} redirects from repos/{slug}")
+        return None
+
+    def _verdict(
+        self, candidate: RemovalCandidate, repo: Mapping[str, Any]
+    ) -> tuple[DeferredEntity | None, bool]:
+        owner = str(repo["full_name"]).split("/")[0]
+        if owner.lower() != self.organization.lower():
+            log.info(
+                "provider %s: %s moved out of %s to %s",
+                self.name,
+                candidate.ref,
+                self.organization,
+                repo["full_name"],
+            )
+            return (None, False)
+        if repo.get("archived") and not self.include_archived:
+            return (None, False)
+        fresh = self._deferred(repo)
+        metadata = fresh.entity["metadata"]
+        ref = entity_ref("Component", metadata.get("namespace"), metadata["name"])
+        return (fresh, ref == candidate.ref)
+
+    def _get(self, context: GitHubSession, url: httpx.URL) -> tuple[int, httpx.Response, Any]:
+        """GET a REST resource: ``(status, response, JSON body)``. Conditional when this burst
+        holds the resource's ``ETag``: an unchanged answer (304) costs no rate limit and gives
+        status 200 with the body read before. Rate limits raise ``RetryAfter``; a 401 raises
+        ``TokenRefused``."""
+        key = str(url)
+        known = context.etags.get(key)
+        headers = {"If-None-Match": known[0]} if known else None
+        response = send(context.client, url, context.secrets, headers=headers)
+        if response.status_code == 304 and known is not None:
+            return 200, response, known[1]
+        self._rate_limit(response, context)
+        if response.status_code == 401:
+            self._check(response, context, organization=False)
+        self._note_rate(response, context)
+        body: Any = None
+        if response.content:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        etag = response.headers.get("ETag")
+        if response.status_code == 200 and etag:
+            context.etags[key] = (etag, body)
+        if response.status_code >= 400 and response.status_code != 404:
+            self._log_failure(describe(response, context.secrets) + request_id(response))
+        return response.status_code, response, body
+
+    def _keep(self, candidate: RemovalCandidate, why: str) -> None:
+        log.warning("provider %s: kept %s for this cycle: %s", self.name, candidate.ref, why)
+
+    # -- answers --------------------------------------------------------------------------
+
+    def _wait_if_spent(self, context: GitHubSession) -> None:
+        if context.exhausted_until is not None:
+            # The last answer spent the limit: the next request would only be refused.
+            wait = max(1.0, context.exhausted_until - time.time())
+            raise RetryAfter(wait, context.exhausted_reason)
+
+    def _check(self, response: httpx.Response, context: GitHubSession, organization: bool) -> None:
         status = response.status_code
         headers = response.headers
-        if status in (403, 429):
-            wait = retry_after_seconds(response)
-            if wait is not None:
-                raise RetryAfter(min(wait, MAX_WAIT), self._reason(response, context))
-            if headers.get("X-RateLimit-Remaining") == "0" and "X-RateLimit-Reset" in headers:
-                reset = self._reset(response)
-                raise RetryAfter(self._wait(reset, response), self._reason(response, context))
-            if "rate limit" in response.text.lower():
-                raise RetryAfter(SECONDARY_WAIT, self._reason(response, context))
-        check(response, context.secrets, self.token_env)
+        self._rate_limit(response, context)
+        if not 200 <= status < 300:
+            message = describe(response, context.secrets) + request_id(response)
+            self._log_failure(message)
+            if status == 401:
+                raise TokenRefused(
+                    f"{message}; the server refused the token in {self.token_env}: it is "
+                    "wrong, expired or revoked. Start the provider again once it is replaced"
+                )
+            if organization and status in (403, 404):
+                sso = headers.get("X-GitHub-SSO")
+                hint = f"; GitHub asks for single sign-on: {sso}" if sso else ""
+                raise SourceRefused(
+                    f"{message}. The organisation {self.organization!r} cannot be read with "
+                    f"the token in {self.token_env}: {HIDDEN_CAUSES}{hint}. Start the provider "
+                    "again once that is fixed"
+                )
+            try:
+                check(response, context.secrets, self.token_env)
+            except SourceError as exc:
+                raise type(exc)(f"{exc}{request_id(response)}") from None
+        self._note_rate(response, context)
+
+    def _rate_limit(self, response: httpx.Response, context: GitHubSession) -> None:
+        """Raise ``RetryAfter`` if ``response`` is a rate limit (403 or 429 with
+        ``Retry-After``, or a spent ``X-RateLimit-Remaining``, or a secondary limit)."""
+        headers = response.headers
+        if response.status_code not in (403, 429):
+            return
+        wait = retry_after_seconds(response)
+        if wait is not None:
+            raise RetryAfter(min(wait, MAX_WAIT), self._reason(response, context))
         if headers.get("X-RateLimit-Remaining") == "0" and "X-RateLimit-Reset" in headers:
-            # The page arrived, but it was the last request the limit allowed.
+            reset = self._reset(response)
+            raise RetryAfter(self._wait(reset, response), self._reason(response, context))
+        if "rate limit" in response.text.lower():
+            raise RetryAfter(SECONDARY_WAIT, self._reason(response, context))
+
+    def _note_rate(self, response: httpx.Response, context: GitHubSession) -> None:
+        headers = response.headers
+        if headers.get("X-RateLimit-Remaining") == "0" and "X-RateLimit-Reset" in headers:
+            # The answer arrived, but it was the last request the limit allowed.
             reset = self._reset(response)
             context.exhausted_until = time.time() + self._wait(reset, response)
             context.exhausted_reason = (
@@ -228,7 +548,12 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         reason = f"GitHub rate limit: {describe(response, context.secrets)}"
         if "X-RateLimit-Reset" in response.headers:
             reason += f"; it resets at {_iso(self._reset(response))}"
+        reason += request_id(response)
+        self._log_failure(reason)
         return reason
+
+    def _log_failure(self, message: str) -> None:
+        log.warning("provider %s: %s", self.name, message)
 
     @staticmethod
     def _reset(response: httpx.Response) -> float:
@@ -240,6 +565,34 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
     def _wait(self, reset: float, response: httpx.Response) -> float:
         # The server's own clock: a worker whose clock is off still waits the right time.
         return min(MAX_WAIT, max(1.0, reset - server_time(response) + 1.0))
+
+
+default_graphql_url = graphql_url
+
+
+def _repository(node: Any) -> dict[str, Any] | None:
+    """A GraphQL repository node in the shape of the REST API's repository, or ``None``."""
+    if not isinstance(node, Mapping):
+        return None
+    name, full_name = node.get("name"), node.get("nameWithOwner")
+    if not isinstance(name, str) or not isinstance(full_name, str):
+        return None
+    topics_node = node.get("repositoryTopics")
+    topics: list[str] = []
+    if isinstance(topics_node, Mapping):
+        for item in topics_node.get("nodes") or []:
+            topic = item.get("topic") if isinstance(item, Mapping) else None
+            if isinstance(topic, Mapping) and isinstance(topic.get("name"), str):
+                topics.append(topic["name"])
+    return {
+        "id": node.get("databaseId"),
+        "name": name,
+        "full_name": full_name,
+        "description": node.get("description"),
+        "html_url": node.get("url"),
+        "archived": bool(node.get("isArchived")),
+        "topics": topics,
+    }
 
 
 def _iso(epoch: float) -> str:

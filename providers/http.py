@@ -5,25 +5,38 @@ Four pagination styles: page numbers (:class:`PageNumber`), offset and limit
 ``Link: <...>; rel="next"`` header (:class:`LinkHeader`). Each item found at ``items`` becomes
 an entity through an :class:`EntityTemplate`. A token is read from the environment when a burst
 begins; it never reaches a cursor, a log line or an error message.
+
+Page numbers and offsets can skip an item when the source changes while a cycle reads it: an
+item deleted from a page already read moves every later item up one place, and the first item
+of the next page is never returned. With ``item_url`` (``https://api.example.com/items/{id}``)
+the provider asks the source about each entity the sweep is about to remove
+(:meth:`HttpProvider.check_removals`: a 404 is gone); without it, those two styles ask the
+engine to remove an entity only after two cycles in a row missed it
+(:meth:`HttpProvider.default_options`). A cursor or a ``Link`` is as safe as the server's
+cursor: a keyset cursor cannot skip; a ``Link`` that carries a page number can.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import ConfigDict
 
-from ingestion.entities import valid_api_version, valid_kind, valid_namespace
-from ingestion.errors import ProviderConfigError
+from ingestion.entities import entity_ref, valid_api_version, valid_kind, valid_namespace
+from ingestion.errors import ProviderConfigError, RetryAfter
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
     IncrementalEntityProvider,
     Rejection,
+    RemovalCandidate,
+    RemovalCheck,
 )
 from providers._http import (
     Secrets,
@@ -31,15 +44,18 @@ from providers._http import (
     SourceUnavailable,
     TokenRefused,
     check,
+    describe,
     json_body,
     mask_in_logs,
     on_origin,
     read_token,
+    retry_after_seconds,
     send,
 )
 from providers._names import entity_name
 
 __all__ = [
+    "CheckedHttpProvider",
     "EntityTemplate",
     "HttpProvider",
     "LinkHeader",
@@ -52,6 +68,8 @@ __all__ = [
     "TokenAuth",
     "TokenRefused",
 ]
+
+log = logging.getLogger("providers.http")
 
 Cursor = dict[str, Any]
 _FORBID = ConfigDict(extra="forbid")  # configuration files: an unknown key is an error
@@ -344,10 +362,20 @@ class HttpSession:
     client: httpx.Client
     secrets: Secrets
     auth_params: dict[str, str] = field(default_factory=dict)
+    waiting: str | None = None  # set when the source asked to wait during removal checks
 
 
 class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
-    """Reads a paginated JSON API; each item at ``items`` becomes an entity via ``entity``."""
+    """Reads a paginated JSON API; each item at ``items`` becomes an entity via ``entity``.
+
+    With ``item_url`` the instance is a :class:`CheckedHttpProvider`, which asks the source
+    about each removal candidate.
+    """
+
+    def __new__(cls, *args: Any, item_url: str | None = None, **kwargs: Any) -> HttpProvider:
+        if item_url and cls is HttpProvider:
+            return super().__new__(CheckedHttpProvider)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -361,6 +389,8 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
         headers: Mapping[str, str] | None = None,
         auth: TokenAuth | None = None,
         timeout: float = 30.0,
+        item_url: str | None = None,
+        item_path: str = "",
     ) -> None:
         self.name = name
         self.url = httpx.URL(url)
@@ -377,6 +407,15 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
             mask_in_logs([auth.query_param])
         public = Secrets(params=[auth.query_param] if auth and auth.query_param else [])
         self.location_key = "url:" + public.url(self.url.copy_with(query=None))
+        self.item_url = _item_url(name, item_url, self.url) if item_url else None
+        self.item_path = item_path
+
+    def default_options(self) -> Mapping[str, Any]:
+        """Page numbers and offsets can skip an item while the source changes: without
+        ``item_url`` to ask the source, an entity is removed only after two cycles missed it."""
+        if self.item_url is None and isinstance(self.pagination, PageNumber | OffsetLimit):
+            return {"remove_after_missed_cycles": 2}
+        return {}
 
     def get_provider_name(self) -> str:
         return self.name
@@ -443,8 +482,16 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
                     )
                 )
                 continue
-            entities.append(DeferredEntity(self.entity.render(item), self.location_key))
+            entities.append(DeferredEntity(self.entity.render(item), self._location(item)))
         return entities, rejections
+
+    def _location(self, item: Any) -> str:
+        """``url:<the item's own URL>`` with ``item_url``, else ``url:<the list's URL>``."""
+        if self.item_url is not None:
+            url = _render_url(self.item_url, item)
+            if url is not None:
+                return "url:" + url
+        return self.location_key
 
     def _after(
         self,
@@ -461,6 +508,128 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
             resolved = response.request.url.join(link)
             return {"url": str(secrets.strip_params(on_origin(resolved, self.url, secrets)))}
         return self.pagination.after(cursor, body, count)
+
+
+def _item_url(name: str, template: str, url: httpx.URL) -> _Text | str:
+    """``item_url`` compiled; it must be on the origin of ``url`` (the token goes there)."""
+    origin = f"{url.scheme}://{url.netloc.decode()}/"
+    if not template.startswith(origin):
+        raise ProviderConfigError(
+            f"provider {name!r}: item_url {template!r} must start with {origin} (the origin of "
+            "url): the token is sent there"
+        )
+    compiled = _compile(template, "item_url")
+    if not isinstance(compiled, _Text):
+        raise ProviderConfigError(
+            f"provider {name!r}: item_url {template!r} must hold a placeholder such as {{id}}"
+        )
+    return compiled
+
+
+def _render_url(template: _Text | str, item: Any) -> str | None:
+    """The item's URL, each value percent-encoded; ``None`` if the item lacks one."""
+    if isinstance(template, str):
+        return template
+    out = []
+    for is_path, text in template.parts:
+        if not is_path:
+            out.append(text)
+            continue
+        value = lookup(item, text)
+        if value is _MISSING or value is None or isinstance(value, Mapping | list):
+            return None
+        out.append(quote(_scalar_text(value), safe=""))
+    return "".join(out)
+
+
+class CheckedHttpProvider(HttpProvider):
+    """An :class:`HttpProvider` with ``item_url``: it checks removal candidates.
+
+    ``HttpProvider(..., item_url=...)`` builds one. A provider without ``item_url`` has no
+    ``check_removals`` at all, so that the engine has no checking phase for it.
+    """
+
+    def check_removals(
+        self, context: HttpSession, candidates: Sequence[RemovalCandidate]
+    ) -> RemovalCheck:
+        """GET each candidate's ``item_url`` (kept in its location key): 404 or 410 is gone,
+        200 is present (with a fresh entity rendered through the template; an item whose
+        entity has another ref now is gone under the old one). Anything else keeps the
+        candidate for this cycle and is logged."""
+        gone: list[str] = []
+        present: list[DeferredEntity] = []
+        for position, candidate in enumerate(candidates):
+            if context.waiting is not None:
+                log.warning(
+                    "provider %s: %d removal candidates kept: %s",
+                    self.name,
+                    len(candidates) - position,
+                    context.waiting,
+                )
+                break
+            try:
+                verdict = self._check_one(context, candidate)
+            except RetryAfter as exc:
+                context.waiting = str(exc)
+                continue
+            if verdict is None:
+                continue
+            fresh, still_here = verdict
+            if fresh is not None:
+                present.append(fresh)
+            if not still_here:
+                gone.append(candidate.ref)
+        return RemovalCheck(gone=gone, present=present)
+
+    def _check_one(
+        self, context: HttpSession, candidate: RemovalCandidate
+    ) -> tuple[DeferredEntity | None, bool] | None:
+        key = candidate.location_key or ""
+        if self.item_url is None or not key.startswith("url:") or key == self.location_key:
+            log.warning(
+                "provider %s: kept %s for this cycle: no item URL to ask the source about it",
+                self.name,
+                candidate.ref,
+            )
+            return None
+        secrets = context.secrets
+        try:
+            url = on_origin(key.removeprefix("url:"), self.url, secrets)
+            response = send(context.client, url, secrets, params=context.auth_params or None)
+        except SourceError as exc:
+            self._keep(candidate, str(exc))
+            return None
+        status = response.status_code
+        if status in (404, 410):
+            return (None, False)
+        if status == 401:
+            check(response, secrets, self.auth.token_env if self.auth else None)
+        wait = retry_after_seconds(response) if status in (429, 503) else None
+        if wait is not None:
+            raise RetryAfter(wait, describe(response, secrets))
+        if status != 200:
+            self._keep(candidate, describe(response, secrets))
+            return None
+        try:
+            item = lookup(json_body(response, secrets), self.item_path)
+        except SourceError as exc:
+            self._keep(candidate, str(exc))
+            return None
+        if not isinstance(item, Mapping):
+            self._keep(candidate, f"GET {secrets.url(url)}: expected a JSON object")
+            return None
+        entity = self.entity.render(item)
+        metadata = entity.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        if not isinstance(name, str) or not name:
+            self._keep(candidate, f"GET {secrets.url(url)}: the item renders without a name")
+            return None
+        assert isinstance(metadata, Mapping)
+        ref = entity_ref(str(entity.get("kind")), metadata.get("namespace"), name)
+        return (DeferredEntity(entity, self._location(item)), ref == candidate.ref)
+
+    def _keep(self, candidate: RemovalCandidate, why: str) -> None:
+        log.warning("provider %s: kept %s for this cycle: %s", self.name, candidate.ref, why)
 
 
 def _query_of(pagination: Pagination, cursor: Cursor | None) -> dict[str, Any]:

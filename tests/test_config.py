@@ -102,6 +102,8 @@ providers:
     type: http
     url: http://127.0.0.1:9/items
     pagination: {style: cursor, path: next, param: after}
+    item_url: "http://127.0.0.1:9/items/{id}"
+    item_path: data
     entity: {metadata: {name: "{id}"}}
   - name: catalog
     type: files
@@ -128,6 +130,10 @@ def test_a_file_lists_providers_by_type_with_their_settings_and_engine_options(
     assert options.backoff == (timedelta(seconds=30), timedelta(minutes=10), timedelta(hours=1))
     assert options.reject_removals_above_percentage == 25.0
     assert options.reject_empty_source_collections is True
+    assert repos.provider.graphql.path == "/api/graphql"
+    cursor_api = built.registered("cursor-api").provider
+    assert isinstance(cursor_api, HttpProvider) and cursor_api.item_path == "data"
+    assert cursor_api._location({"id": 7}) == "url:http://127.0.0.1:9/items/7"
 
     services = built.registered("services").provider
     assert isinstance(services, HttpProvider)

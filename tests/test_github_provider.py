@@ -1,29 +1,43 @@
 """The GitHub repositories provider against a GitHub lookalike on 127.0.0.1.
 
-The fake serves GitHub-shaped pages with ``Link`` headers and rate-limit headers, counts its
-rate limit down for real, and can answer any request with a 401, 403, 429 or 502.
+The fake serves GitHub's GraphQL connection of an organisation's repositories and its REST
+repository endpoints with GitHub's header forms (request ids, rate-limit headers, weak ETags,
+301 for renamed repositories), counts its rate limit down for real, and can answer any request
+with a 401, 403, 429 or 502.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from ingestion import Action, IncrementalIngestion
 from ingestion.entities import valid_name
+from ingestion.errors import SourceRefused
+from ingestion.provider import RemovalCandidate
+from providers._http import TokenRefused
 from providers._names import entity_name
-from providers.github import MAX_WAIT, GitHubProvider, repository_entity
+from providers.github import (
+    MAX_WAIT,
+    GitHubProvider,
+    GitHubSession,
+    graphql_url,
+    repository_entity,
+)
 from tests.support.fake_apis import Answer, GitHubApi, expected_refs, make_repo
 from tests.support.ingestions import burst_error, everything_stored, make_ingestion, one_burst
 
 TOKEN = "ghp_madeUpToken0123456789abcdefABCDEF"
 TOKEN_ENV = "TEST_GITHUB_TOKEN"
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -54,7 +68,11 @@ def rate_limited(seconds: float, status: int = 403) -> Answer:
 # -- a whole organisation -----------------------------------------------------------------
 
 
-def test_a_cycle_reads_every_repository_100_a_page_following_the_link_header(
+def graphql_variables(api: GitHubApi) -> list[dict[str, Any]]:
+    return [json.loads(r.body)["variables"] for r in api.seen("/graphql")]
+
+
+def test_a_cycle_reads_every_repository_100_a_page_by_graphql_connection_cursors(
     database_url: str, tmp_path: Path, token: str
 ) -> None:
     # Given an organisation of 250 repositories
@@ -65,11 +83,16 @@ def test_a_cycle_reads_every_repository_100_a_page_following_the_link_header(
         # When a cycle runs, one page a burst
         reports = ingestion.run_cycle("acme-repos")
 
-        # Then three pages were asked for, the first with per_page=100, the rest by their Link
-        requests = api.seen("/orgs/acme/repos")
-        assert [r.query.get("page") for r in requests] == [None, "2", "3"]
-        assert {r.query["per_page"] for r in requests} == {"100"}
-        assert requests[0].query["sort"] == "full_name"
+        # Then three pages were asked for, oldest repositories first, each after the last
+        # page's endCursor (which crossed bursts in the engine's cursor)
+        requests = api.seen("/graphql")
+        variables = graphql_variables(api)
+        assert [v["first"] for v in variables] == [100, 100, 100]
+        assert variables[0]["after"] is None and variables[0]["login"] == "acme"
+        assert all(v["after"] for v in variables[1:])
+        query = json.loads(requests[0].body)["query"]
+        assert "orderBy: {field: CREATED_AT, direction: ASC}" in query
+        assert {r.method for r in requests} == {"POST"}
         assert {r.headers["authorization"] for r in requests} == {f"Bearer {token}"}
         assert len(reports) == 3 and reports[-1].outcome == "done"
         # And the catalog is the organisation
@@ -159,9 +182,9 @@ def test_a_403_rate_limit_stops_the_burst_and_waits_for_the_reset_not_the_backof
         assert reports[0].pages == 1
         assert reports[0].next is not None and 1 <= reports[0].next.countdown <= 4
         reason = reports[0].reason or ""
-        assert "GitHub rate limit: GET " in reason
+        assert "GitHub rate limit: POST " in reason and "X-GitHub-Request-Id: " in reason
         assert "403 Forbidden: API rate limit exceeded" in reason and "resets at" in reason
-        requests = api.seen("/orgs/acme/repos")
+        requests = api.seen("/graphql")
         assert requests[2].at - requests[1].at >= 1.0
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
         assert ingestion.errors("acme-repos") == []
@@ -180,7 +203,7 @@ def test_when_a_page_spends_the_last_request_the_next_waits_for_the_reset_withou
         reports = ingestion.run_cycle("acme-repos")
 
         # Then no request was refused: the second waited for the reset
-        requests = api.seen("/orgs/acme/repos")
+        requests = api.seen("/graphql")
         assert len(requests) == 3
         assert requests[1].at >= api.resets[0]
         assert [r.outcome for r in reports] == ["waiting", "done"]
@@ -268,8 +291,8 @@ def test_a_502_goes_through_the_backoff_and_the_error_says_what_the_server_said(
         error = burst_error(ingestion, "acme-repos")
         assert error.startswith("provider 'acme-repos', cycle ")
         assert (
-            f"SourceUnavailable: GET {api.url}/orgs/acme/repos?per_page=100&type=all&sort="
-            "full_name&direction=asc&page=2 answered 502 Bad Gateway: Server Error"
+            f"SourceUnavailable: POST {api.url}/graphql answered 502 Bad Gateway: Server Error "
+            f"(X-GitHub-Request-Id: {api.request_ids[1]})"
         ) in error
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
 
@@ -284,10 +307,11 @@ def test_a_401_leaves_a_last_error_that_says_the_token_was_refused(
         report = one_burst(ingestion, "acme-repos")
     assert report.outcome == "failed"
     last_error = ingestion.store.status("acme-repos").last_error or ""
-    assert "TokenRefused: GET " in last_error
-    assert "answered 401 Unauthorized: Bad credentials; the server refused the token in " in (
-        last_error
-    )
+    assert "TokenRefused: POST " in last_error
+    assert (
+        f"answered 401 Unauthorized: Bad credentials (X-GitHub-Request-Id: {api.request_ids[0]})"
+        "; the server refused the token in "
+    ) in last_error
     assert TOKEN_ENV in last_error
     assert "ghp_expiredTokenValue000" not in everything_stored(ingestion)
 
@@ -301,22 +325,293 @@ def test_the_token_shows_in_no_log_and_no_stored_row(
         api.at[2] = Answer(500, {"message": f"echoing your header: Bearer {token}"})
         ingestion.add_provider(github(api), burst_interval=0, backoff=[0.01])
         ingestion.run_cycle("acme-repos")
-    assert "HTTP Request: GET" in caplog.text
+    assert "HTTP Request: POST" in caplog.text
     assert "echoing your header: Bearer ***" in burst_error(ingestion, "acme-repos")
     assert token not in caplog.text
     assert token not in everything_stored(ingestion)
 
 
-def test_a_next_link_off_the_api_origin_is_refused(tmp_path: Path, token: str) -> None:
-    ingestion = sqlite(tmp_path)
-    with GitHubApi(token=token) as api:
-        link = '<https://collector.example/orgs/acme/repos?page=2>; rel="next"'
-        api.at[1] = Answer(body=[make_repo(1)], headers={"Link": link})
-        ingestion.add_provider(github(api))
-        assert one_burst(ingestion, "acme-repos").outcome == "failed"
-    assert "the next page https://collector.example/orgs/acme/repos?page=2 is not on" in (
-        burst_error(ingestion, "acme-repos")
+# -- a source that changes while a cycle reads it ----------------------------------------
+
+
+def in_burst(provider: GitHubProvider, work: Callable[[GitHubSession], T]) -> T:
+    """Run ``work`` inside one burst's ``around()``, with the context ``next()`` gets."""
+    out: list[T] = []
+    provider.around(lambda context: out.append(work(context)))
+    return out[0]
+
+
+def read_all(provider: GitHubProvider, context: GitHubSession) -> list[str]:
+    """The names of a whole cycle's pages, read with ``next()`` as the engine would."""
+    names: list[str] = []
+    cursor = None
+    for _ in range(1000):
+        page = provider.next(context, cursor)
+        names += [e.entity["metadata"]["annotations"][SLUG] for e in page.entities]
+        if page.done:
+            return names
+        cursor = page.cursor
+    raise AssertionError("the cycle did not end")
+
+
+SLUG = "github.com/project-slug"
+
+
+def candidate(name: str, org: str = "acme") -> RemovalCandidate:
+    entity = repository_entity(
+        make_repo(0, org) | {"name": name, "full_name": f"{org}/{name}"}, owner=org
     )
+    return RemovalCandidate(f"component:default/{entity_name(name)}".lower(), entity)
+
+
+SHIFTS: dict[str, Callable[[GitHubApi], None]] = {
+    "the first repositories of the organisation are deleted": lambda api: api.remove(
+        {"repo-0000", "repo-0001", "repo-0002"}
+    ),
+    "repositories already read are renamed": lambda api: (
+        api.rename("repo-0004", "zzz-renamed"),
+        api.rename("repo-0005", "aaa-renamed"),
+    ),
+    "repositories already read are transferred away": lambda api: (
+        api.transfer("repo-0001", "elsewhere"),
+        api.transfer("repo-0008", "elsewhere"),
+    ),
+    "repositories are created": lambda api: api.insert(4),
+    "repositories are transferred in": lambda api: api.insert(2, created_early=True),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shift", list(SHIFTS))
+def test_no_repository_slips_between_pages_when_others_change_meanwhile(
+    shift: str, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 45 repositories read 10 a page, and a change to the organisation before pages 2
+    # and 4 are answered
+    with GitHubApi(count=45, token=token) as api:
+        provider = github(api, per_page=10)
+        before = set(api.names())
+        api.hooks[2] = lambda: SHIFTS[shift](api)
+        api.hooks[4] = lambda: SHIFTS[shift](api) if "created" in shift else None
+
+        # When a cycle reads the pages
+        read = in_burst(provider, lambda context: read_all(provider, context))
+        after = set(api.names())
+
+    # Then every repository that was in the organisation from start to end was read, once
+    names = {slug.split("/", 1)[1] for slug in read}
+    assert (before & after) <= names
+    assert len(read) == len(set(read))
+    # And what was created after the cycle began came last (it is read in this cycle or the
+    # next, never in place of another)
+    if shift == "repositories are created":
+        assert after - before <= names
+
+
+@pytest.mark.timeout(60)
+def test_removal_checks_ask_github_about_each_candidate(token: str) -> None:
+    # Given repositories that were deleted, renamed, transferred away, or are still there
+    with GitHubApi(count=20, token=token) as api:
+        api.remove({"repo-0001"})
+        api.rename("repo-0002", "repo-two")
+        api.transfer("repo-0004", "elsewhere")
+        provider = github(api)
+        candidates = [candidate(n) for n in ("repo-0001", "repo-0002", "repo-0004", "repo-0005")]
+
+        # When the provider checks them
+        check = in_burst(provider, lambda c: provider.check_removals(c, candidates))
+
+        # Then the deleted one and the transferred one are gone, the renamed one is gone under
+        # its old name and present under its new one, and the one still there is present
+        assert set(check.gone) == {
+            "component:default/repo-0001",
+            "component:default/repo-0002",
+            "component:default/repo-0004",
+        }
+        assert [e.entity["metadata"]["name"] for e in check.present] == ["repo-two", "repo-0005"]
+        assert check.present[0].entity["metadata"]["annotations"][SLUG] == "acme/repo-two"
+        assert check.present[0].location_key == "url:https://github.example/acme/repo-two"
+        asked = [r.path for r in api.requests]
+        assert asked == [
+            "/repos/acme/repo-0001",
+            "/repos/acme/repo-0002",
+            "/repositories/1002",
+            "/repos/acme/repo-0004",
+            "/repositories/1004",
+            "/repos/acme/repo-0005",
+        ]
+
+
+@pytest.mark.timeout(60)
+def test_an_archived_candidate_is_gone_when_archived_repositories_are_left_out(
+    token: str,
+) -> None:
+    with GitHubApi(count=20, token=token) as api:
+        provider = github(api, include_archived=False)
+        check = in_burst(provider, lambda c: provider.check_removals(c, [candidate("repo-0007")]))
+    assert list(check.gone) == ["component:default/repo-0007"]
+    assert list(check.present) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_candidate_github_cannot_answer_for_is_kept_and_logged_with_the_request_id(
+    token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given GitHub failing on the first candidate's request, and a candidate without a slug
+    caplog.set_level(logging.INFO, logger="providers.github")
+    with GitHubApi(count=20, token=token) as api:
+        api.at[1] = Answer(502, {"message": "Server Error"})
+        provider = github(api)
+        nameless = RemovalCandidate("component:default/x", {"metadata": {"name": "x"}})
+        candidates = [candidate("repo-0003"), nameless, candidate("repo-0099")]
+
+        check = in_burst(provider, lambda c: provider.check_removals(c, candidates))
+
+        # Then only the one GitHub said is gone is gone; the others are kept, and the log says
+        # why, with GitHub's request id
+        assert list(check.gone) == ["component:default/repo-0099"]
+        assert list(check.present) == []
+        assert (
+            f"answered 502 Bad Gateway: Server Error (X-GitHub-Request-Id: {api.request_ids[0]})"
+        ) in caplog.text
+        assert "kept component:default/x: it has no github.com/project-slug annotation" in (
+            caplog.text
+        )
+        assert token not in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_rate_limit_during_checks_keeps_the_candidates_not_yet_asked_about(
+    token: str,
+) -> None:
+    # Given a limit that allows one more request
+    with GitHubApi(count=20, token=token) as api:
+        api.limit_for(3600, remaining=1)
+        provider = github(api)
+        candidates = [candidate(n) for n in ("repo-0100", "repo-0101", "repo-0102")]
+
+        check = in_burst(provider, lambda c: provider.check_removals(c, candidates))
+
+        # Then the first was asked about (and is gone); the others were not asked, and stay
+        assert list(check.gone) == ["component:default/repo-0100"]
+        assert [r.path for r in api.requests] == ["/repos/acme/repo-0100"]
+
+
+@pytest.mark.timeout(60)
+def test_a_rest_answer_read_again_in_a_burst_is_conditional_and_spends_no_rate_limit(
+    token: str,
+) -> None:
+    # Given a repository renamed twice: both old names lead to the same repository
+    with GitHubApi(count=20, token=token) as api:
+        api.rename("repo-0006", "repo-three")
+        api.rename("repo-three", "repo-3")
+        provider = github(api)
+        candidates = [candidate("repo-0006"), candidate("repo-three")]
+
+        check = in_burst(provider, lambda c: provider.check_removals(c, candidates))
+
+        # Then the second read of /repositories/1006 sent the ETag, got a 304 and cost nothing
+        [first, second] = api.seen("/repositories/1006")
+        assert "if-none-match" not in first.headers
+        assert second.headers["if-none-match"].startswith('W/"')
+        assert api.remaining == api.limit - 3  # two 301s and one 200; the 304 is free
+        assert set(check.gone) == {"component:default/repo-0006", "component:default/repo-three"}
+        assert [e.entity["metadata"]["name"] for e in check.present] == ["repo-3", "repo-3"]
+
+
+@pytest.mark.timeout(60)
+def test_a_redirect_off_the_api_origin_is_not_followed(token: str) -> None:
+    with GitHubApi(count=20, token=token) as api:
+        api.at[1] = Answer(
+            301,
+            {"message": "Moved Permanently"},
+            {"Location": "https://collector.example/repositories/1"},
+        )
+        provider = github(api)
+        check = in_burst(provider, lambda c: provider.check_removals(c, [candidate("repo-0001")]))
+        assert len(api.requests) == 1
+    assert (list(check.gone), list(check.present)) == ([], [])
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_organisation_is_refused_naming_the_likely_causes(
+    tmp_path: Path, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an organisation GitHub cannot resolve
+    caplog.set_level(logging.WARNING, logger="providers.github")
+    ingestion = sqlite(tmp_path)
+    with GitHubApi(org="acme", token=token) as api:
+        provider = GitHubProvider("gone", "acme-typo", token_env=TOKEN_ENV, api_url=api.url)
+        with pytest.raises(SourceRefused) as raised:
+            in_burst(provider, lambda c: provider.next(c))
+        ingestion.add_provider(provider, backoff=[60])
+        report = one_burst(ingestion, "gone")
+
+    # Then the error says what is wrong, what may cause it, and GitHub's request id
+    message = str(raised.value)
+    assert "Could not resolve to an Organization with the login of 'acme-typo'" in message
+    assert f"The organisation 'acme-typo' cannot be read with the token in {TOKEN_ENV}" in message
+    for cause in ("does not exist", "read:org", "SAML single sign-on", "fine-grained token"):
+        assert cause in message
+    assert f"(X-GitHub-Request-Id: {api.request_ids[0]})" in message
+    assert api.request_ids[0] in caplog.text
+    assert report.outcome == "failed"
+    assert "SourceRefused: POST " in burst_error(ingestion, "gone")
+
+
+@pytest.mark.timeout(60)
+def test_a_403_on_the_organisation_that_is_no_rate_limit_is_refused_naming_sso(
+    token: str,
+) -> None:
+    with GitHubApi(token=token) as api:
+        api.at[1] = Answer(
+            403,
+            {"message": "Resource protected by organization SAML enforcement."},
+            {"X-GitHub-SSO": "required; url=https://github.example/orgs/acme/sso?authorization"},
+        )
+        provider = github(api)
+        with pytest.raises(SourceRefused) as raised:
+            in_burst(provider, lambda c: provider.next(c))
+    message = str(raised.value)
+    assert "answered 403 Forbidden: Resource protected by organization SAML enforcement." in message
+    assert "GitHub asks for single sign-on: required; url=https://github.example/orgs/acme/sso" in (
+        message
+    )
+    assert "X-GitHub-Request-Id: " in message
+
+
+def test_bad_credentials_are_a_refusal_that_retrying_cannot_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "ghp_wrong")
+    with GitHubApi(token=TOKEN) as api:
+        provider = github(api)
+        with pytest.raises(SourceRefused) as raised:
+            in_burst(provider, lambda c: provider.next(c))
+    assert isinstance(raised.value, TokenRefused)
+    assert "ghp_wrong" not in str(raised.value)
+
+
+@pytest.mark.timeout(60)
+def test_graphqls_rate_limited_error_waits_for_the_reset(tmp_path: Path, token: str) -> None:
+    # Given a spent limit that resets in 2 s: GitHub's GraphQL answers 200 with RATE_LIMITED
+    ingestion = sqlite(tmp_path)
+    with GitHubApi(count=150, token=token) as api:
+        api.limit_for(2)
+        ingestion.add_provider(github(api), burst_interval=0, backoff=[100])
+        reports = ingestion.run_cycle("acme-repos")
+        assert [r.outcome for r in reports] == ["waiting", "done"]
+        assert "RATE_LIMITED" not in (reports[0].reason or "")
+        assert "API rate limit exceeded for user ID 1.; it resets at" in (reports[0].reason or "")
+        assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
+
+
+def test_the_graphql_endpoint_follows_the_rest_url() -> None:
+    assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
+    assert graphql_url("https://ghe.example/api/v3/") == "https://ghe.example/api/graphql"
 
 
 # -- pure parts ---------------------------------------------------------------------------

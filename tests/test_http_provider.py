@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from ingestion import Action
+from ingestion.entities import entity_ref
 from ingestion.errors import ProviderConfigError
+from ingestion.provider import DeferredEntity, RemovalCandidate
 from providers.http import (
     EntityTemplate,
     HttpProvider,
+    HttpSession,
     LinkHeader,
     NextCursor,
     OffsetLimit,
@@ -25,6 +29,7 @@ from providers.http import (
 from tests.support.fake_apis import Answer, FakeServer, ItemsApi, refs
 from tests.support.ingestions import burst_error, everything_stored, make_ingestion, one_burst
 
+T = TypeVar("T")
 TOKEN = "tok-7f3a9c1e5b2d4e6f8a0b"  # made up; must never show anywhere
 TEMPLATE: dict[str, Any] = {
     "metadata": {
@@ -463,3 +468,159 @@ def test_a_total_that_is_not_a_number_says_where_it_looked(tmp_path: Path) -> No
     assert "total: expected a number at 'total' in the body, found str" in burst_error(
         ingestion, "services"
     )
+
+
+# -- removal checks and grace cycles --------------------------------------------------------
+
+
+def in_burst(http: HttpProvider, work: Callable[[HttpSession], T]) -> T:
+    """Run ``work`` inside one burst's ``around()``, with the context ``next()`` gets."""
+    out: list[T] = []
+    http.around(lambda context: out.append(work(context)))
+    return out[0]
+
+
+def read_all(http: HttpProvider, context: HttpSession) -> list[DeferredEntity]:
+    """Every entity of a whole cycle, read with ``next()`` as the engine reads it."""
+    entities: list[DeferredEntity] = []
+    cursor = None
+    for _ in range(1000):
+        page = http.next(context, cursor)
+        entities += page.entities
+        if page.done:
+            return entities
+        cursor = page.cursor
+    raise AssertionError("the cycle did not end")
+
+
+def as_candidate(deferred: DeferredEntity) -> RemovalCandidate:
+    metadata = deferred.entity["metadata"]
+    ref = entity_ref(deferred.entity["kind"], metadata.get("namespace"), metadata["name"])
+    return RemovalCandidate(ref, deferred.entity, deferred.location_key)
+
+
+def checked(api: ItemsApi, **kwargs: Any) -> HttpProvider:
+    kwargs.setdefault("item_url", api.url + "/items/{id}")
+    kwargs.setdefault("item_path", "item")
+    return provider(api, "/page", PageNumber(size_param="per_page", size=20), **kwargs)
+
+
+@pytest.mark.timeout(60)
+def test_with_item_url_each_entity_is_located_at_its_own_url(tmp_path: Path) -> None:
+    with ItemsApi(count=5) as api:
+        http = checked(api)
+        entities = in_burst(http, lambda context: read_all(http, context))
+    assert [e.location_key for e in entities] == [f"url:{api.url}/items/{n}" for n in range(5)]
+
+
+@pytest.mark.timeout(60)
+def test_removal_checks_get_each_item_url_404_is_gone_200_is_present(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given 30 items read once, then: two deleted, one given another name, one the server
+    # cannot answer for
+    caplog.set_level(logging.INFO, logger="providers.http")
+    with ItemsApi(count=30) as api:
+        http = checked(api)
+        entities = in_burst(http, lambda context: read_all(http, context))
+        candidates = [as_candidate(entities[n]) for n in (3, 4, 7, 9, 12)]
+        api.remove({3, 4})
+        api.rename(7, "svc-seven")
+        before = len(api.requests)
+        api.at[before + 4] = Answer(503, {"message": "maintenance"})
+
+        # When the provider checks five candidates
+        check = in_burst(http, lambda context: http.check_removals(context, candidates))
+
+        # Then the deleted ones are gone; the renamed one is gone under its old name and
+        # present under its new one; the one still there is present; the 503 one is kept
+        assert set(check.gone) == refs([3, 4, 7])
+        assert [e.entity["metadata"]["name"] for e in check.present] == ["svc-seven", "svc-0012"]
+        assert check.present[0].location_key == f"url:{api.url}/items/7"
+        assert [r.path for r in api.requests[before:]] == [f"/items/{n}" for n in (3, 4, 7, 9, 12)]
+    assert "kept component:default/svc-0009 for this cycle: GET " in caplog.text
+    assert "answered 503 Service Unavailable: maintenance" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_candidate_without_its_own_url_is_kept(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="providers.http")
+    with ItemsApi(count=5) as api:
+        plain = provider(api, "/page", PageNumber())
+        listed = in_burst(plain, lambda context: read_all(plain, context))
+        http = checked(api)
+        check = in_burst(
+            http, lambda context: http.check_removals(context, [as_candidate(listed[0])])
+        )
+        assert [r.path for r in api.requests if r.path.startswith("/items/")] == []
+    assert (list(check.gone), list(check.present)) == ([], [])
+    assert "no item URL to ask the source about it" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_429_during_removal_checks_keeps_the_candidates_not_yet_asked() -> None:
+    with ItemsApi(count=10) as api:
+        http = checked(api)
+        entities = in_burst(http, lambda context: read_all(http, context))
+        api.remove({1, 2, 3})
+        api.at[len(api.requests) + 2] = Answer(429, {"message": "slow down"}, {"Retry-After": "30"})
+        candidates = [as_candidate(entities[n]) for n in (1, 2, 3)]
+        check = in_burst(http, lambda context: http.check_removals(context, candidates))
+        assert list(check.gone) == list(refs([1]))
+        assert [r.path for r in api.requests[-2:]] == ["/items/1", "/items/2"]
+
+
+@pytest.mark.parametrize(
+    ("pagination", "item_url", "options"),
+    [
+        (PageNumber(), None, {"remove_after_missed_cycles": 2}),
+        (OffsetLimit(), None, {"remove_after_missed_cycles": 2}),
+        (PageNumber(), "/items/{id}", {}),
+        (OffsetLimit(), "/items/{id}", {}),
+        (NextCursor(), None, {}),
+        (LinkHeader(), None, {}),
+    ],
+)
+def test_page_and_offset_styles_ask_for_two_grace_cycles_unless_removals_are_checked(
+    pagination: Pagination, item_url: str | None, options: dict[str, Any]
+) -> None:
+    base = "https://api.example.com/v1/items"
+    http = HttpProvider(
+        "s",
+        base,
+        entity=EntityTemplate(TEMPLATE),
+        pagination=pagination,
+        item_url=base + item_url if item_url else None,
+    )
+    assert dict(http.default_options()) == options
+
+
+@pytest.mark.parametrize(
+    ("item_url", "says"),
+    [
+        ("https://elsewhere.example/items/{id}", "must start with https://api.example.com/"),
+        ("https://api.example.com/items/all", "must hold a placeholder such as {id}"),
+    ],
+)
+def test_an_item_url_elsewhere_or_without_a_placeholder_is_refused(
+    item_url: str, says: str
+) -> None:
+    with pytest.raises(ProviderConfigError) as raised:
+        HttpProvider(
+            "s",
+            "https://api.example.com/items",
+            entity=EntityTemplate(TEMPLATE),
+            item_url=item_url,
+        )
+    assert says in str(raised.value)
+
+
+def test_item_url_values_are_percent_encoded() -> None:
+    http = HttpProvider(
+        "s",
+        "https://api.example.com/items",
+        entity=EntityTemplate(TEMPLATE),
+        item_url="https://api.example.com/items/{slug}?v=1",
+    )
+    assert http._location({"slug": "a b/c"}) == "url:https://api.example.com/items/a%20b%2Fc?v=1"
+    assert http._location({}) == "url:https://api.example.com/items"

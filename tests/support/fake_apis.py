@@ -7,9 +7,13 @@ change between cycles.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -27,6 +31,8 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names
     at: float
+    method: str = "GET"
+    body: bytes = b""
 
 
 @dataclass
@@ -42,30 +48,36 @@ class Answer:
 
 
 class FakeServer(LocalServer):
-    """A threaded HTTP server answering ``GET`` with ``self.answer(request)``."""
+    """A threaded HTTP server answering ``GET`` and ``POST`` with ``self.answer(request)``.
+
+    ``hooks[n]`` runs just before the n-th request (from 1) is answered, to change the source
+    between two requests of one cycle.
+    """
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.canned: list[Answer] = []  # answered, in order, before anything else
         self.at: dict[int, Answer] = {}  # the answer to the n-th request (from 1)
+        self.hooks: dict[int, Callable[[], None]] = {}
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.do_GET(self.rfile.read(length) if length else b"", "POST")
+
+            def do_GET(self, body: bytes = b"", method: str = "GET") -> None:
                 url = urlparse(self.path)
                 request = Request(
                     url.path,
                     dict(parse_qsl(url.query, keep_blank_values=True)),
                     {k.lower(): v for k, v in self.headers.items()},
                     time.time(),
+                    method,
+                    body,
                 )
-                with server.lock:
-                    server.requests.append(request)
-                    canned = server.at.pop(len(server.requests), None)
-                    if canned is None and server.canned:
-                        canned = server.canned.pop(0)
-                answer = canned or server.answer(request)
+                answer = server.respond(request)
                 if answer.delay:
                     time.sleep(answer.delay)
                 data = answer.raw if answer.raw is not None else json.dumps(answer.body).encode()
@@ -90,6 +102,19 @@ class FakeServer(LocalServer):
                 return super().date_time_string(date if date is not None else timestamp)
 
         super().__init__(Handler)
+
+    def respond(self, request: Request) -> Answer:
+        """Record ``request``, run its hook, and answer it (a canned answer first)."""
+        with self.lock:
+            self.requests.append(request)
+            number = len(self.requests)
+            canned = self.at.pop(number, None)
+            if canned is None and self.canned:
+                canned = self.canned.pop(0)
+            hook = self.hooks.pop(number, None)
+        if hook is not None:
+            hook()
+        return canned or self.answer(request)
 
     def answer(self, request: Request) -> Answer:
         return Answer(404, {"message": f"no such path {request.path}"})
@@ -117,8 +142,9 @@ class ItemsApi(FakeServer):
 
     ``/page?page=N&per_page=K`` (``meta.pages``), ``/offset?offset=O&limit=L`` (``total``),
     ``/cursor?cursor=C`` (``next`` in the body, opaque), ``/link?after=C`` (``Link`` header),
-    all with the items in ``data.items``. With ``token`` set, a request must carry
-    ``Authorization: Bearer <token>`` or ``?api_key=<token>``.
+    all with the items in ``data.items``; ``/items/{id}`` is one item (404 once deleted).
+    The cursor and link styles are keyset cursors (the last id read). With ``token`` set, a
+    request must carry ``Authorization: Bearer <token>`` or ``?api_key=<token>``.
     """
 
     def __init__(self, count: int = 95, per_page: int = 20, token: str | None = None) -> None:
@@ -135,6 +161,22 @@ class ItemsApi(FakeServer):
         with self.lock:
             self.items = [item for item in self.items if item["id"] not in ids]
 
+    def insert(self, ids: list[int]) -> None:
+        """Add items (kept in id order, so that one can land on a page already read)."""
+        with self.lock:
+            self.items = sorted([*self.items, *(make_item(n) for n in ids)], key=_by_id)
+
+    def rename(self, n: int, slug: str) -> None:
+        """Give item ``n`` another slug (so another entity name)."""
+        with self.lock:
+            for item in self.items:
+                if item["id"] == n:
+                    item["slug"] = slug
+
+    def slugs(self) -> list[str]:
+        with self.lock:
+            return [item["slug"] for item in self.items]
+
     def answer(self, request: Request) -> Answer:
         if self.token is not None:
             bearer = request.headers.get("authorization") == f"Bearer {self.token}"
@@ -144,6 +186,11 @@ class ItemsApi(FakeServer):
             items = list(self.items)
         q = request.query
         size = int(q.get("per_page", q.get("limit", self.per_page)))
+        if request.path.startswith("/items/"):
+            found = [i for i in items if str(i["id"]) == request.path.removeprefix("/items/")]
+            if not found:
+                return Answer(404, {"message": "Not Found"})
+            return Answer(body={"item": found[0]})
         if request.path == "/page":
             page = int(q.get("page", "1"))
             chunk = items[(page - 1) * size : page * size]
@@ -156,7 +203,7 @@ class ItemsApi(FakeServer):
             )
         if request.path in ("/cursor", "/link"):
             key = "cursor" if request.path == "/cursor" else "after"
-            after = int(_decode(q[key])) if key in q else -1
+            after = int(_decode(q[key])) if key in q else -(10**9)
             chunk = [i for i in items if i["id"] > after][:size]
             more = bool(chunk) and chunk[-1]["id"] < items[-1]["id"]
             following = _encode(chunk[-1]["id"]) if more else None
@@ -169,6 +216,10 @@ class ItemsApi(FakeServer):
                 headers["Link"] = f'<{link}>; rel="next", </link>; rel="first"'
             return Answer(body={"data": {"items": chunk}}, headers=headers)
         return super().answer(request)
+
+
+def _by_id(item: dict[str, Any]) -> int:
+    return int(item["id"])
 
 
 def _encode(n: int) -> str:
@@ -193,34 +244,104 @@ def make_repo(n: int, org: str = "acme") -> dict[str, Any]:
         "archived": n % 7 == 0,
         "topics": ["backend", f"team-{n % 3}"] if n % 2 else [],
         "visibility": "private",
+        "created_at": f"2020-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z",
     }
 
 
 class GitHubApi(FakeServer):
-    """``GET /orgs/{org}/repos`` as GitHub serves it: ``Link`` pagination, rate-limit headers.
+    """The parts of GitHub's API the provider uses, with GitHub's real header forms.
 
-    ``remaining`` counts down with each request; at 0 the API answers 403 with
-    ``X-RateLimit-Remaining: 0`` until ``reset`` (an epoch second), then refills.
+    - ``POST /graphql``: ``organization(login:) { repositories(first:, after:, orderBy:
+      {field: CREATED_AT, direction: ASC}) }`` with opaque connection cursors that hold the
+      position of the last repository (so they do not shift when others are deleted);
+      ``NOT_FOUND`` for an unknown organisation; ``RATE_LIMITED`` once the limit is spent.
+    - ``GET /orgs/{org}/repos`` and ``GET /organizations/{id}/repos``: page numbers, with
+      ``Link`` URLs of the form ``/organizations/{id}/repos?page=N`` as github.com sends them.
+    - ``GET /repos/{owner}/{repo}``: the repository; a 301 to ``/repositories/{id}`` with
+      GitHub's body when it was renamed or transferred; 404 when deleted.
+    - ``GET /repositories/{id}``.
+
+    Every answer carries ``X-GitHub-Request-Id`` and ``X-RateLimit-Limit``, ``-Remaining``,
+    ``-Reset``, ``-Used`` and ``-Resource``; REST answers carry a weak ``ETag`` and a matching
+    ``If-None-Match`` gets a 304 that spends no rate limit, as on github.com.
+
+    ``remaining`` counts down with each request; at 0 REST answers 403 and GraphQL answers
+    ``RATE_LIMITED`` until ``reset`` (an epoch second), then refills. ``hooks[n]`` runs just
+    before the n-th request (from 1) is answered: tests delete, insert, rename or transfer
+    repositories there, in the middle of a cycle.
     """
 
-    def __init__(self, org: str = "acme", count: int = 250, token: str = "gh-secret") -> None:
+    def __init__(
+        self, org: str = "acme", count: int = 250, token: str = "gh-secret", org_id: int = 9919
+    ) -> None:
         super().__init__()
         self.org = org
+        self.org_id = org_id
         self.repos = [make_repo(n, org) for n in range(count)]
+        self.next_number = count
+        self.moved: dict[str, int] = {}  # an old full name (lower case) -> the repository id
         self.token = token
         self.limit = 5000
         self.remaining = 5000
         self.reset = int(time.time()) + 3600
         self.window: float | None = None
         self.resets: list[int] = []
+        self.request_ids: list[str] = []
+
+    # -- the organisation, changed by tests ----------------------------------------------
+
+    def _ours(self, repo: dict[str, Any]) -> bool:
+        return bool(repo["full_name"].split("/")[0].lower() == self.org.lower())
 
     def names(self) -> list[str]:
         with self.lock:
-            return [repo["name"] for repo in self.repos]
+            return [repo["name"] for repo in self.repos if self._ours(repo)]
 
     def remove(self, names: set[str]) -> None:
+        """Delete these repositories of the organisation."""
         with self.lock:
-            self.repos = [repo for repo in self.repos if repo["name"] not in names]
+            self.repos = [r for r in self.repos if not (self._ours(r) and r["name"] in names)]
+
+    def insert(self, count: int = 1, *, created_early: bool = False) -> list[str]:
+        """Create ``count`` repositories (or transfer them in: ``created_early`` dates them
+        before every other one); their names."""
+        with self.lock:
+            made = []
+            for _ in range(count):
+                repo = make_repo(self.next_number, self.org)
+                self.next_number += 1
+                if created_early:
+                    repo["created_at"] = f"2001-01-01T00:00:{len(made):02d}Z"
+                self.repos.append(repo)
+                made.append(repo["name"])
+            return made
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a repository: its old name answers 301, as on GitHub."""
+        with self.lock:
+            repo = self._find(f"{self.org}/{old}")
+            assert repo is not None, old
+            self.moved[repo["full_name"].lower()] = repo["id"]
+            owner = repo["full_name"].split("/")[0]
+            repo.update(
+                name=new,
+                full_name=f"{owner}/{new}",
+                html_url=f"https://github.example/{owner}/{new}",
+            )
+
+    def transfer(self, name: str, to: str) -> None:
+        """Move a repository to another owner: its old name answers 301."""
+        with self.lock:
+            repo = self._find(f"{self.org}/{name}")
+            assert repo is not None, name
+            self.moved[repo["full_name"].lower()] = repo["id"]
+            repo.update(full_name=f"{to}/{name}", html_url=f"https://github.example/{to}/{name}")
+
+    def _find(self, full_name: str) -> dict[str, Any] | None:
+        for repo in self.repos:
+            if repo["full_name"].lower() == full_name.lower():
+                return repo
+        return None
 
     def limit_for(self, seconds: float, remaining: int = 0) -> None:
         """Allow ``remaining`` more requests; the one that spends the last starts a window of
@@ -236,42 +357,215 @@ class GitHubApi(FakeServer):
         self.reset = int(now + self.window + 0.999)
         self.resets.append(self.reset)
 
+    # -- answers --------------------------------------------------------------------------
+
+    def respond(self, request: Request) -> Answer:
+        answer = super().respond(request)
+        bits = secrets.randbits
+        request_id = (
+            f"{bits(16):04X}:{bits(16):04X}:{bits(24):06X}:{bits(24):06X}:{int(time.time()):08X}"
+        )
+        answer.headers.setdefault("X-GitHub-Request-Id", request_id)
+        with self.lock:
+            self.request_ids.append(answer.headers["X-GitHub-Request-Id"])
+        return answer
+
     def answer(self, request: Request) -> Answer:
         if request.headers.get("authorization") != f"Bearer {self.token}":
-            return Answer(401, {"message": "Bad credentials", "status": "401"})
+            return Answer(
+                401,
+                {
+                    "message": "Bad credentials",
+                    "documentation_url": "https://docs.github.com/rest",
+                    "status": "401",
+                },
+            )
+        graphql = request.method == "POST" and request.path == "/graphql"
         with self.lock:
+            answer = self._graphql(request) if graphql else self._rest(request)
             now = time.time()
             if self.remaining <= 0 and now >= self.reset:
                 self.remaining, self.reset, self.window = self.limit, int(now) + 3600, None
             rate = {
                 "X-RateLimit-Limit": str(self.limit),
+                "X-RateLimit-Remaining": str(self.remaining),
                 "X-RateLimit-Reset": str(self.reset),
-                "X-RateLimit-Resource": "core",
+                "X-RateLimit-Used": str(self.limit - self.remaining),
+                "X-RateLimit-Resource": "graphql" if graphql else "core",
             }
+            if answer.status == 304:
+                return Answer(304, raw=b"", headers={**answer.headers, **rate})
             if self.remaining <= 0:
-                rate["X-RateLimit-Remaining"] = "0"
-                return Answer(403, {"message": "API rate limit exceeded for user."}, rate)
+                if graphql:
+                    limited = {
+                        "errors": [
+                            {
+                                "type": "RATE_LIMITED",
+                                "message": "API rate limit exceeded for user ID 1.",
+                            }
+                        ]
+                    }
+                    return Answer(200, limited, rate)
+                message = {
+                    "message": "API rate limit exceeded for user ID 1.",
+                    "documentation_url": "https://docs.github.com/rest/overview/rate-limits",
+                }
+                return Answer(403, message, rate)
             self.remaining -= 1
             if self.remaining == 0 and self.window is not None:
                 self._start_window(now)
-            rate["X-RateLimit-Reset"] = str(self.reset)
-            rate["X-RateLimit-Remaining"] = str(self.remaining)
-            repos = sorted(self.repos, key=lambda r: r["full_name"].lower())
-        if request.path != f"/orgs/{self.org}/repos":
-            return Answer(404, {"message": "Not Found"}, rate)
+            rate.update(
+                {
+                    "X-RateLimit-Remaining": str(self.remaining),
+                    "X-RateLimit-Reset": str(self.reset),
+                    "X-RateLimit-Used": str(self.limit - self.remaining),
+                }
+            )
+        answer.headers = {**rate, **answer.headers}
+        return answer
+
+    def _graphql(self, request: Request) -> Answer:
+        body = json.loads(request.body or b"{}")
+        query, variables = body.get("query", ""), body.get("variables") or {}
+        if "organization(" not in query or "repositories(" not in query:
+            return Answer(200, {"errors": [{"message": "the fake answers one query only"}]})
+        login = variables.get("login")
+        if str(login).lower() != self.org.lower():
+            return Answer(
+                200,
+                {
+                    "data": {"organization": None},
+                    "errors": [
+                        {
+                            "type": "NOT_FOUND",
+                            "path": ["organization"],
+                            "locations": [{"line": 2, "column": 3}],
+                            "message": (
+                                f"Could not resolve to an Organization with the login of '{login}'."
+                            ),
+                        }
+                    ],
+                },
+            )
+        first = int(variables.get("first", 100))
+        if not 1 <= first <= 100:
+            return Answer(200, {"errors": [{"message": "first must be 1 to 100"}]})
+        repos = sorted((r for r in self.repos if self._ours(r)), key=_created_order)
+        after = variables.get("after")
+        if after:
+            position = _graph_position(after)
+            repos = [r for r in repos if _created_order(r) > position]
+        chunk = repos[:first]
+        nodes = [
+            {
+                "databaseId": r["id"],
+                "name": r["name"],
+                "nameWithOwner": r["full_name"],
+                "description": r["description"],
+                "url": r["html_url"],
+                "isArchived": r["archived"],
+                "repositoryTopics": {"nodes": [{"topic": {"name": t}} for t in r["topics"]]},
+            }
+            for r in chunk
+        ]
+        end = _graph_cursor(chunk[-1]) if chunk else None
+        connection = {
+            "pageInfo": {"endCursor": end, "hasNextPage": len(repos) > first},
+            "nodes": nodes,
+        }
+        return Answer(200, {"data": {"organization": {"repositories": connection}}})
+
+    def _rest(self, request: Request) -> Answer:
+        not_found = Answer(
+            404,
+            {
+                "message": "Not Found",
+                "documentation_url": "https://docs.github.com/rest",
+                "status": "404",
+            },
+        )
+        parts = request.path.strip("/").split("/")
+        if request.method != "GET":
+            return not_found
+        if parts in (["orgs", self.org, "repos"], ["organizations", str(self.org_id), "repos"]):
+            return self._conditional(request, self._list(request))
+        if len(parts) == 3 and parts[0] == "repos":
+            full_name = f"{parts[1]}/{parts[2]}"
+            repo = self._find(full_name)
+            if repo is not None:
+                return self._conditional(request, Answer(body=_public(repo)))
+            moved = self.moved.get(full_name.lower())
+            if moved is not None and any(r["id"] == moved for r in self.repos):
+                where = f"{self.url}/repositories/{moved}"
+                body = {
+                    "message": "Moved Permanently",
+                    "url": where,
+                    "documentation_url": "https://docs.github.com/rest/guides/"
+                    "best-practices-for-using-the-rest-api#follow-redirects",
+                }
+                return Answer(301, body, {"Location": where})
+            return not_found
+        if len(parts) == 2 and parts[0] == "repositories" and parts[1].isdigit():
+            for repo in self.repos:
+                if repo["id"] == int(parts[1]):
+                    return self._conditional(request, Answer(body=_public(repo)))
+        return not_found
+
+    def _list(self, request: Request) -> Answer:
+        ours = [r for r in self.repos if self._ours(r)]
+        if request.query.get("sort") == "full_name":
+            repos = sorted(ours, key=lambda r: r["full_name"].lower())
+        else:
+            repos = sorted(ours, key=_created_order)
         size = min(100, int(request.query.get("per_page", "30")))
         page = int(request.query.get("page", "1"))
         chunk = repos[(page - 1) * size : page * size]
+        pages = max(1, -(-len(repos) // size))
+        base = f"{self.url}/organizations/{self.org_id}/repos"
+        kept = {k: v for k, v in request.query.items() if k != "page"}
         links = []
-        if page * size < len(repos):
-            query = {**request.query, "page": str(page + 1)}
-            links.append(f'<{self.url}{request.path}?{urlencode(query)}>; rel="next"')
-            last = {**request.query, "page": str(-(-len(repos) // size))}
-            links.append(f'<{self.url}{request.path}?{urlencode(last)}>; rel="last"')
-        headers = dict(rate)
-        if links:
-            headers["Link"] = ", ".join(links)
-        return Answer(body=chunk, headers=headers)
+        for rel, number, show in (
+            ("prev", page - 1, page > 1),
+            ("next", page + 1, page < pages),
+            ("last", pages, page < pages),
+            ("first", 1, page > 1),
+        ):
+            if show:
+                links.append(f'<{base}?{urlencode({**kept, "page": number})}>; rel="{rel}"')
+        headers = {"Link": ", ".join(links)} if links else {}
+        return Answer(body=[_public(r) for r in chunk], headers=headers)
+
+    @staticmethod
+    def _conditional(request: Request, answer: Answer) -> Answer:
+        digest = hashlib.sha256(json.dumps(answer.body, sort_keys=True).encode()).hexdigest()
+        etag = f'W/"{digest[:32]}"'
+        answer.headers["ETag"] = etag
+        answer.headers.setdefault("Cache-Control", "private, max-age=60, s-maxage=60")
+        answer.headers.setdefault("Vary", "Accept, Authorization, Cookie, X-GitHub-OTP")
+        wanted = request.headers.get("if-none-match", "")
+        if etag in [tag.strip() for tag in wanted.split(",")]:
+            return Answer(304, raw=b"", headers={"ETag": etag})
+        return answer
+
+
+def _created_order(repo: dict[str, Any]) -> tuple[str, int]:
+    return (str(repo["created_at"]), int(repo["id"]))
+
+
+def _graph_cursor(repo: dict[str, Any]) -> str:
+    created, number = _created_order(repo)
+    return base64.b64encode(f"cursor:v2:{created}|{number}".encode()).decode()
+
+
+def _graph_position(cursor: str) -> tuple[str, int]:
+    created, number = base64.b64decode(cursor).decode().removeprefix("cursor:v2:").split("|")
+    return (created, int(number))
+
+
+def _public(repo: dict[str, Any]) -> dict[str, Any]:
+    """The repository as the REST API shows it."""
+    owner = repo["full_name"].split("/")[0]
+    return {**repo, "owner": {"login": owner, "type": "Organization"}}
 
 
 def refs(ids: list[int]) -> set[str]:
