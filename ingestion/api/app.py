@@ -38,6 +38,7 @@ from ingestion.api.bodies import (
     provider_detail,
     step_result,
 )
+from ingestion.api.params import MAX_ID, AfterRef, KindFilter, ProviderFilter, ProviderName, RefPath
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
 from ingestion.errors import InsecureConfiguration, UnknownProvider
@@ -177,7 +178,7 @@ def _incremental_router(ingestion: IncrementalIngestion) -> APIRouter:
 def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 - one route each
     router = APIRouter(tags=["providers"], responses={404: {"model": ErrorBody}})
 
-    def registered(name: str) -> str:
+    def registered(name: ProviderName) -> str:
         ingestion.registered(name)  # UnknownProvider answers 404
         return name
 
@@ -231,7 +232,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def checkpoints(
         name: Name,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cycle: int | None = None,
+        cycle: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> Checkpoints:
         """The provider's page checkpoints (the cursor after each page), newest first."""
         rows = ingestion.store.checkpoints(name, limit=limit, cycle_id=cycle)
@@ -256,7 +257,9 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def errors(
         name: Name,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before: Annotated[int | None, Query(description="Only records older than this id.")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, le=MAX_ID, description="Only records older than this id.")
+        ] = None,
         kind: Annotated[list[ErrorKind] | None, Query()] = None,
     ) -> Errors:
         """Rejected entities, warnings and burst errors, newest first, a page at a time."""
@@ -272,12 +275,10 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
 
     @router.get("/entities", response_model=Entities)
     def entities(
-        provider: str | None = None,
-        kind: str | None = None,
+        provider: ProviderFilter = None,
+        kind: KindFilter = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: Annotated[
-            str | None, Query(description="The last ref of the previous page.")
-        ] = None,
+        after: AfterRef = None,
     ) -> Entities:
         """Entities in ref order, ``limit`` at a time (keyset pagination with ``after``)."""
         if provider is not None:
@@ -289,7 +290,7 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
         return Entities(items=items, next_after=items[-1].ref if len(items) == limit else None)
 
     @router.get("/entities/{ref:path}", response_model=CatalogEntity)
-    def entity(ref: str) -> CatalogEntity:
+    def entity(ref: RefPath) -> CatalogEntity:
         """One entity by its ref, ``kind:namespace/name`` (case does not matter)."""
         found = ingestion.catalog.get(ref)
         if found is None:
@@ -350,3 +351,12 @@ def _install_error_handlers(api: FastAPI) -> None:
     async def database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.error("database error: %s", _first(exc))
         return _error(503, database_message(exc))
+
+    @api.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Anything else is a bug: the log gets the traceback, the client the JSON error body
+        # (never the exception's text, which may quote a value it should not see).
+        log.error(
+            "unexpected error answering %s %r", request.method, request.url.path, exc_info=exc
+        )
+        return _error(500, "internal error: the API's log has the details")
