@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingestion import metrics
 from ingestion.api.bodies import (
@@ -327,7 +328,39 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     )
 
 
+class _JsonServerErrors:
+    """Answers an unexpected exception with the JSON error body (500) and one log record.
+
+    Anything that reaches it is a bug: the log gets the traceback, the client never the
+    exception's text, which may quote a value it should not see.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:  # too late for another answer; the server closes the connection
+                raise
+            log.exception("unexpected error answering %s %r", scope["method"], scope["path"])
+            await _error(500, "internal error: the API's log has the details")(scope, receive, send)
+
+
 def _install_error_handlers(api: FastAPI) -> None:
+    api.add_middleware(_JsonServerErrors)
+
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
@@ -351,12 +384,3 @@ def _install_error_handlers(api: FastAPI) -> None:
     async def database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.error("database error: %s", _first(exc))
         return _error(503, database_message(exc))
-
-    @api.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Anything else is a bug: the log gets the traceback, the client the JSON error body
-        # (never the exception's text, which may quote a value it should not see).
-        log.error(
-            "unexpected error answering %s %r", request.method, request.url.path, exc_info=exc
-        )
-        return _error(500, "internal error: the API's log has the details")
