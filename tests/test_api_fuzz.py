@@ -200,6 +200,8 @@ def test_every_parameter_of_every_route_survives_hostile_values(fuzzed: Fuzzed) 
         ("/entities", "after"),
         ("/entities", "limit"),
         ("/entities/{ref}", "ref"),
+        ("/incremental/providers/{name}/held-removals", "after"),
+        ("/incremental/providers/{name}/waiting-removals", "after"),
     } <= covered
     for slot in fuzzed.slots:
         for value in HOSTILE:
@@ -247,6 +249,8 @@ def test_known_bad_values_get_a_422_that_names_the_parameter(fuzzed: Fuzzed) -> 
         ("/incremental/providers/a%0Ab", "path name"),
         ("/incremental/providers/services/errors?before=99999999999999999999", "query before"),
         ("/incremental/providers/services/checkpoints?cycle=-1", "query cycle"),
+        ("/incremental/providers/services/held-removals?after=%00", "query after"),
+        ("/incremental/providers/services/waiting-removals?after=a", "query after"),
     ]
     for path, named in cases:
         response = fuzzed.client.get(httpx.URL(fuzzed.url + path))
