@@ -47,4 +47,4 @@ cluster: install services
 	scripts/cluster.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache ingestion.db* ingestion-broker demo-data .cluster
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis ingestion.db* ingestion-broker demo-data .cluster

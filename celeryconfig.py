@@ -12,6 +12,8 @@ place to read what the engine asks of Celery and why (see ``ingestion.settings.c
 - ``worker_cancel_long_running_tasks_on_connection_loss``: a burst whose broker connection
   dropped is cancelled, not run twice;
 - every ingestion task on one named queue (``INGESTION_QUEUE``, default ``ingestion``);
+- on Redis, ``visibility_timeout`` (``INGESTION_VISIBILITY_TIMEOUT``); on RabbitMQ,
+  publisher confirms (``confirm_publish``), so a send the broker refused is never taken as sent;
 - the reconciler on Celery beat every ``INGESTION_RECONCILE_INTERVAL`` seconds.
 """
 

@@ -13,6 +13,8 @@ from ingestion import broker
 #: Used when neither INGESTION_BROKER_URL nor CELERY_BROKER_URL is set: a broker in plain files,
 #: for one machine, with no server to run (see ingestion.broker).
 EMBEDDED_BROKER = f"{broker.SCHEME}://"
+#: URL schemes of RabbitMQ (kombu's py-amqp transport).
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
 
 class Settings(BaseSettings):
@@ -66,7 +68,8 @@ class Settings(BaseSettings):
         600.0,
         gt=0,
         description="Steps due later than this are left to the reconciler instead of a "
-        "countdown; keep it well under the broker's visibility timeout.",
+        "countdown; keep it well under Redis's visibility timeout and RabbitMQ's "
+        "consumer_timeout.",
     )
     visibility_timeout: float = Field(
         3600.0, gt=0, description="The Redis broker's visibility timeout, in seconds."
@@ -114,6 +117,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         config["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout}
+    elif settings.broker_url.startswith(AMQP_SCHEMES):
+        # Publisher confirms: a send returns once RabbitMQ has the message, and a refused one
+        # raises, so the step is left to the reconciler instead of being lost in silence.
+        # Countdowns stay under RabbitMQ's consumer_timeout (30 min by default), which closes
+        # the channel of a worker holding an unacknowledged message longer, by max_countdown.
+        config["broker_transport_options"] = {"confirm_publish": True}
     return config
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Start the local Postgres and Redis the tests use, when they are not running already.
+# Start the local Postgres, Redis and RabbitMQ the tests use, when they are not running already.
 set -euo pipefail
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+rabbitmq_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
 
 wait_for() {  # wait_for NAME CHECK: up to 30 s
   for _ in $(seq 1 60); do "$2" && return 0; sleep 0.5; done
@@ -23,4 +24,9 @@ if ! redis_up; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_for Redis redis_up
 fi
-echo "services: Postgres and Redis are up"
+if ! rabbitmq_up; then
+  echo "services: starting RabbitMQ"
+  rabbitmq-server -detached
+  wait_for RabbitMQ rabbitmq_up
+fi
+echo "services: Postgres, Redis and RabbitMQ are up"

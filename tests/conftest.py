@@ -1,4 +1,4 @@
-"""Fixtures: real databases (SQLite and Postgres), Redis, sources on 127.0.0.1, worker processes."""
+"""Fixtures: real databases (SQLite and Postgres), brokers (Redis, RabbitMQ), sources, workers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kombu
 import psycopg2
 import pytest
 import redis
@@ -16,7 +17,8 @@ from sqlalchemy import text
 from ingestion.store import Store
 from ingestion.store.models import metadata
 from providers.synthetic import SourceServer, SyntheticSource
-from tests.support.paths import PG_ADMIN_DSN, PG_HOST, REDIS_URL, ROOT, unique
+from tests.support.brokers import is_amqp, remove_queue
+from tests.support.paths import PG_ADMIN_DSN, PG_HOST, RABBITMQ_URL, REDIS_URL, ROOT, unique
 from tests.support.workers import Workers
 
 # -- databases ----------------------------------------------------------------------------
@@ -95,6 +97,17 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """A broker server: the local Redis or the local RabbitMQ (guest, vhost /)."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    with kombu.Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+        conn.ensure_connection(max_retries=1)
+    return RABBITMQ_URL
+
+
 @pytest.fixture
 def workers_factory(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
     """``make(database_url, broker_url, providers=[...], **settings)`` -> :class:`Workers`."""
@@ -128,9 +141,5 @@ def workers_factory(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
     for workers in made:
         workers.stop_all()
         broker = workers.env["CELERY_BROKER_URL"]
-        if broker.startswith("redis://"):  # leave nothing of this test's queue behind
-            client = redis.Redis.from_url(broker)
-            keys = list(client.scan_iter(match=f"*{workers.queue}*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
+        if broker.startswith("redis://") or is_amqp(broker):
+            remove_queue(broker, workers.queue)  # leave nothing of this test's queue behind

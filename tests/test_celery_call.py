@@ -50,12 +50,12 @@ def completed_after(store: Store, cycle: int) -> Callable[[], Any]:
 
 @pytest.mark.workers
 def test_celery_call_triggers_starts_and_cancels_a_provider(
-    pg_url: str, redis_url: str, source_server: SourceServer, workers_factory: Any
+    pg_url: str, broker_url: str, source_server: SourceServer, workers_factory: Any
 ) -> None:
     source = source_server.source
     workers = workers_factory(
         pg_url,
-        redis_url,
+        broker_url,
         providers=[
             {"name": "services", "url": source_server.url, "per_page": 50, "options": OPTIONS}
         ],

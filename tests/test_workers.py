@@ -1,4 +1,5 @@
-"""Real Celery worker processes over Redis: distribution, crashes, duplicates, lost messages."""
+"""Real Celery worker processes over Redis and RabbitMQ: distribution, crashes, duplicates, lost
+messages, and countdowns that must stay under the broker's limits."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import redis
 
 from ingestion import Action, CycleStatus, IncrementalIngestion
 from ingestion.tasks import BURST
 from providers.synthetic import SourceServer, SyntheticSource
+from tests.support.brokers import purge, queue_length
 from tests.support.ingestions import client_ingestion
 from tests.support.waiting import wait_until
 from tests.support.workers import Workers
@@ -46,13 +47,13 @@ def wait_for_completed(client: IncrementalIngestion, count: int, timeout: float 
 @pytest.mark.timeout(120)
 def test_workers_run_cycles_by_themselves_and_the_catalog_follows_the_source(
     database_url: str,
-    redis_url: str,
+    broker_url: str,
     source: SyntheticSource,
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
 ) -> None:
     source.delay = 0.02
-    workers = workers_factory(database_url, redis_url, [provider_spec(source_server)])
+    workers = workers_factory(database_url, broker_url, [provider_spec(source_server)])
     workers.start("w1")
     workers.start("w2")
     client = client_ingestion(workers)
@@ -74,7 +75,7 @@ def test_workers_run_cycles_by_themselves_and_the_catalog_follows_the_source(
 @pytest.mark.timeout(120)
 def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     pg_url: str,
-    redis_url: str,
+    broker_url: str,
     source: SyntheticSource,
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
@@ -85,7 +86,7 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     spec = provider_spec(source_server, burst_length=1.5)
     # The default lease, reconciler period and resend delay: recovery as deployed
     workers = workers_factory(
-        pg_url, redis_url, [spec], reconcile_interval=5, resend_after=5, lease_seconds=10
+        pg_url, broker_url, [spec], reconcile_interval=5, resend_after=5, lease_seconds=10
     )
     workers.start("w1")
     workers.start("w2")
@@ -126,7 +127,7 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
 @pytest.mark.timeout(120)
 def test_a_worker_stopped_warm_mid_burst_hands_over_at_once(
     pg_url: str,
-    redis_url: str,
+    broker_url: str,
     source: SyntheticSource,
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
@@ -134,7 +135,7 @@ def test_a_worker_stopped_warm_mid_burst_hands_over_at_once(
     source.count, source.delay = 2000, 0.1
     spec = provider_spec(source_server, burst_length=1.5)
     workers = workers_factory(
-        pg_url, redis_url, [spec], reconcile_interval=5, resend_after=5, lease_seconds=10
+        pg_url, broker_url, [spec], reconcile_interval=5, resend_after=5, lease_seconds=10
     )
     workers.start("w1")
     workers.start("w2")
@@ -162,13 +163,13 @@ def test_a_worker_stopped_warm_mid_burst_hands_over_at_once(
 @pytest.mark.timeout(120)
 def test_one_burst_message_delivered_five_times_to_two_workers_runs_once(
     pg_url: str,
-    redis_url: str,
+    broker_url: str,
     source: SyntheticSource,
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
 ) -> None:
     source.delay = 0.05
-    workers = workers_factory(pg_url, redis_url, [provider_spec(source_server, burst_length=1)])
+    workers = workers_factory(pg_url, broker_url, [provider_spec(source_server, burst_length=1)])
     workers.start("w1")
     workers.start("w2")
     client = client_ingestion(workers)
@@ -196,17 +197,16 @@ def test_one_burst_message_delivered_five_times_to_two_workers_runs_once(
 @pytest.mark.timeout(120)
 def test_a_purged_queue_is_recovered_by_the_reconciler(
     pg_url: str,
-    redis_url: str,
+    broker_url: str,
     source: SyntheticSource,
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
 ) -> None:
-    workers = workers_factory(pg_url, redis_url, [provider_spec(source_server)])
+    workers = workers_factory(pg_url, broker_url, [provider_spec(source_server)])
     client = client_ingestion(workers)
     client.start("services")  # recorded, and its message sent to the queue ...
-    queue = redis.Redis.from_url(redis_url)
-    assert queue.llen(workers.queue) == 1
-    queue.delete(workers.queue)  # ... and lost
+    assert queue_length(broker_url, workers.queue) == 1
+    purge(broker_url, workers.queue)  # ... and lost
     assert client.store.status("services").action is Action.INGEST
     workers.start("w1")
     workers.start_beat()
@@ -218,14 +218,14 @@ def test_a_purged_queue_is_recovered_by_the_reconciler(
 @pytest.mark.timeout(120)
 def test_a_next_that_never_returns_is_stopped_by_the_time_limit_and_backs_off(
     pg_url: str,
-    redis_url: str,
+    broker_url: str,
     source: SyntheticSource,
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
 ) -> None:
     source.delay = 30  # far beyond page_timeout (3 s): the soft time limit fires
     spec = provider_spec(source_server, burst_length=0.5, backoff=[600])
-    workers = workers_factory(pg_url, redis_url, [spec])
+    workers = workers_factory(pg_url, broker_url, [spec])
     workers.start("w1")
     client = client_ingestion(workers)
 
@@ -239,3 +239,53 @@ def test_a_next_that_never_returns_is_stopped_by_the_time_limit_and_backs_off(
     assert status.attempts == 1
     assert "outran its time limit" in (status.last_error or "")
     assert "provider 'services'" in (status.last_error or "")
+
+
+def held_bursts(workers: Workers) -> set[str]:
+    """Ids of burst messages a worker received and has not finished: countdowns it holds."""
+    logs = workers.logs()
+    task = r"Task ingestion\.burst\[services\]\[([0-9a-f-]{36})\]"
+    received = set(re.findall(task + " received", logs))
+    finished = set(re.findall(task + " (?:succeeded|failed|raised)", logs))
+    return received - finished
+
+
+@pytest.mark.timeout(120)
+def test_a_rest_longer_than_the_countdown_cap_is_never_held_by_the_broker_and_runs_once(
+    pg_url: str,
+    broker_url: str,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    """A countdown is a message the worker holds unacknowledged until it is due. RabbitMQ closes
+    the channel of a consumer that holds one longer than its ``consumer_timeout`` (30 min by
+    default), Redis redelivers one held past its visibility timeout. So steps due later than
+    ``max_countdown`` are not sent: the reconciler announces them when due. Scaled down here:
+    a cap of 2 s, bursts 1 s apart (sent as countdowns), and a rest of 6 s (left to beat)."""
+    spec = provider_spec(source_server, burst_length=0.1, burst_interval=1.0, rest_length=6)
+    source.count, source.delay = 150, 0.02  # 6 pages, in 2 or 3 bursts
+    workers = workers_factory(pg_url, broker_url, [spec], max_countdown=2)
+    workers.start("w1")
+    workers.start_beat()
+    client = client_ingestion(workers)
+    wait_for_completed(client, 1)
+    first = completed_cycles(client)[0]
+    assert first["bursts"] >= 2, "bursts of the cycle were sent with a countdown under the cap"
+
+    # While the provider rests, no message for it waits in the worker or in the queue.
+    status = client.store.status("services")
+    assert status.action is Action.REST
+    assert "Task ingestion.burst[services][" in workers.logs()
+    wait_until(lambda: not held_bursts(workers), timeout=2, what="no burst held by the worker")
+    assert queue_length(broker_url, workers.queue) == 0
+    with client.store.db.read() as conn:
+        now = client.store.db.now(conn)
+    assert status.due_at is not None and (status.due_at - now).total_seconds() > 2
+
+    # When the rest is due, the reconciler announces it and the next cycle runs it once.
+    wait_for_completed(client, 2, timeout=60)
+    assert "reconciler: announcing services" in workers.logs()
+    ran = [b for b in client.store.bursts("services") if b["ticket"] == status.ticket]
+    assert len(ran) == 1, ran
+    assert not re.search(rf"skipped services ticket {status.ticket}:", workers.logs())

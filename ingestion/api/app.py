@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingestion import metrics
 from ingestion.api.bodies import (
@@ -40,6 +41,7 @@ from ingestion.api.bodies import (
     provider_detail,
     step_result,
 )
+from ingestion.api.params import MAX_ID, AfterRef, KindFilter, ProviderFilter, ProviderName, RefPath
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
 from ingestion.errors import DatabaseUnavailable, InsecureConfiguration, UnknownProvider
@@ -181,7 +183,7 @@ def _incremental_router(ingestion: IncrementalIngestion) -> APIRouter:
 def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 - one route each
     router = APIRouter(tags=["providers"], responses={404: {"model": ErrorBody}})
 
-    def registered(name: str) -> str:
+    def registered(name: ProviderName) -> str:
         ingestion.registered(name)  # UnknownProvider answers 404
         return name
 
@@ -235,7 +237,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def checkpoints(
         name: Name,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cycle: int | None = None,
+        cycle: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> Checkpoints:
         """The provider's page checkpoints (the cursor after each page), newest first."""
         rows = ingestion.store.checkpoints(name, limit=limit, cycle_id=cycle)
@@ -264,9 +266,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def held_removals(
         name: Name,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: Annotated[
-            str | None, Query(description="The last ref of the previous page.")
-        ] = None,
+        after: AfterRef = None,
     ) -> Entities:
         """The entities a sweep guard holds back from removal, in ref order."""
         rows = ingestion.store.held_removals(name, after=after, limit=limit)
@@ -290,9 +290,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def waiting_removals(
         name: Name,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: Annotated[
-            str | None, Query(description="The last ref of the previous page.")
-        ] = None,
+        after: AfterRef = None,
     ) -> Entities:
         """Entities missing from the last completed cycle that remove_after_missed_cycles keeps."""
         options = ingestion.registered(name).options
@@ -303,7 +301,9 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def errors(
         name: Name,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before: Annotated[int | None, Query(description="Only records older than this id.")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, le=MAX_ID, description="Only records older than this id.")
+        ] = None,
         kind: Annotated[list[ErrorKind] | None, Query()] = None,
     ) -> Errors:
         """Rejected entities, warnings and burst errors, newest first, a page at a time."""
@@ -319,12 +319,10 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
 
     @router.get("/entities", response_model=Entities)
     def entities(
-        provider: str | None = None,
-        kind: str | None = None,
+        provider: ProviderFilter = None,
+        kind: KindFilter = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: Annotated[
-            str | None, Query(description="The last ref of the previous page.")
-        ] = None,
+        after: AfterRef = None,
     ) -> Entities:
         """Entities in ref order, ``limit`` at a time (keyset pagination with ``after``)."""
         if provider is not None:
@@ -336,7 +334,7 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
         return Entities(items=items, next_after=items[-1].ref if len(items) == limit else None)
 
     @router.get("/entities/{ref:path}", response_model=CatalogEntity)
-    def entity(ref: str) -> CatalogEntity:
+    def entity(ref: RefPath) -> CatalogEntity:
         """One entity by its ref, ``kind:namespace/name`` (case does not matter)."""
         found = ingestion.catalog.get(ref)
         if found is None:
@@ -373,7 +371,39 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     )
 
 
+class _JsonServerErrors:
+    """Answers an unexpected exception with the JSON error body (500) and one log record.
+
+    Anything that reaches it is a bug: the log gets the traceback, the client never the
+    exception's text, which may quote a value it should not see.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:  # too late for another answer; the server closes the connection
+                raise
+            log.exception("unexpected error answering %s %r", scope["method"], scope["path"])
+            await _error(500, "internal error: the API's log has the details")(scope, receive, send)
+
+
 def _install_error_handlers(api: FastAPI) -> None:
+    api.add_middleware(_JsonServerErrors)
+
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)

@@ -7,7 +7,10 @@
 
 It migrates the database (one shot), starts the processes, waits until each is ready, prints
 ``cluster ready`` and stays in the foreground; SIGINT or SIGTERM stops every process it started.
-If one of them exits on its own, the others are stopped and the exit status is 1.
+A process that exits on its own is restarted, as compose's ``restart: unless-stopped`` does,
+after a short backoff (1 s, doubling up to 8 s) while the others keep running. One that exits
+more than 5 times in a minute is crash-looping: then everything is stopped and the exit status
+is 1. A process that exits before it was first ready stops the start-up the same way.
 
 Secrets are never printed: when ``INGESTION_ADMIN_TOKEN`` or ``FLOWER_BASIC_AUTH`` is not set,
 one is generated and written to a file readable by its owner only in the run directory.
@@ -23,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,13 @@ from providers.demo.app import PROVIDERS_ENV, parse_providers
 DEFAULT_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:5432/ingestion"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 READY_TIMEOUT = 60.0
+#: A process that exits is restarted after RESTART_BACKOFF seconds, doubled for each restart in
+#: the last RESTART_WINDOW seconds up to RESTART_BACKOFF_MAX; more than MAX_RESTARTS in that
+#: window and the cluster gives up.
+RESTART_BACKOFF = 1.0
+RESTART_BACKOFF_MAX = 8.0
+RESTART_WINDOW = 60.0
+MAX_RESTARTS = 5
 
 
 class ClusterError(RuntimeError):
@@ -54,6 +65,8 @@ class Process:
     ready: Callable[[Process], bool]
     popen: subprocess.Popen[bytes] | None = None
     handle: IO[bytes] | None = field(default=None, repr=False)
+    restarts: deque[float] = field(default_factory=deque, repr=False)
+    restart_at: float | None = None
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -249,18 +262,9 @@ class Cluster:
         self.configure()
         self.migrate()
         for process in self.plan():
-            process.handle = process.log.open("wb")
-            process.popen = subprocess.Popen(
-                process.args,
-                env=self.env,
-                stdout=process.handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: stopping it stops its pool children
-            )
+            self._spawn(process)
             self.processes.append(process)
-        (self.run_dir / "pids").write_text(
-            "".join(f"{p.name} {p.popen.pid}\n" for p in self.processes if p.popen)
-        )
+        self._write_pids()
         deadline = time.monotonic() + READY_TIMEOUT
         waiting = list(self.processes)
         while waiting:
@@ -273,6 +277,25 @@ class Cluster:
                 raise ClusterError(f"not ready after {READY_TIMEOUT:g}s: {names}")
             time.sleep(0.2)
 
+    def _spawn(self, process: Process, *, again: bool = False) -> None:
+        """Start ``process`` in a session of its own; a restart appends to its log."""
+        if process.handle is not None:
+            process.handle.close()
+        process.handle = process.log.open("ab" if again else "wb")
+        process.popen = subprocess.Popen(
+            process.args,
+            env=self.env,
+            stdout=process.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stopping it stops its pool children
+        )
+
+    def _write_pids(self) -> None:
+        """``NAME PID`` per line in ``pids``, replaced at once so a reader never sees half."""
+        partial = self.run_dir / "pids.partial"
+        partial.write_text("".join(f"{p.name} {p.popen.pid}\n" for p in self.processes if p.popen))
+        partial.replace(self.run_dir / "pids")
+
     def _check_alive(self, process: Process) -> None:
         assert process.popen is not None
         code = process.popen.poll()
@@ -282,7 +305,7 @@ class Cluster:
             )
 
     def watch(self) -> None:
-        """Return when a process exits on its own (raising), or when told to stop."""
+        """Restart what exits on its own until told to stop; raise if a process crash-loops."""
         stopping = False
 
         def on_signal(signum: int, _: FrameType | None) -> None:
@@ -293,8 +316,37 @@ class Cluster:
         signal.signal(signal.SIGINT, on_signal)
         while not stopping:
             for process in self.processes:
-                self._check_alive(process)
-            time.sleep(0.5)
+                self._supervise(process, time.monotonic())
+            time.sleep(0.2)
+
+    def _supervise(self, process: Process, now: float) -> None:
+        """Schedule the restart of ``process`` if it exited; restart it when that is due."""
+        assert process.popen is not None
+        if process.restart_at is not None:
+            if now >= process.restart_at:
+                process.restart_at = None
+                self._spawn(process, again=True)
+                self._write_pids()
+                _say(f"{process.name} restarted (pid {process.popen.pid})")
+            return
+        code = process.popen.poll()
+        if code is None:
+            return
+        while process.restarts and now - process.restarts[0] > RESTART_WINDOW:
+            process.restarts.popleft()
+        if len(process.restarts) >= MAX_RESTARTS:
+            raise ClusterError(
+                f"{process.name} exited with status {code} after {len(process.restarts)} "
+                f"restarts within {RESTART_WINDOW:g}s; giving up (log {process.log}):\n"
+                f"{process.tail()}"
+            )
+        delay = min(RESTART_BACKOFF * 2 ** len(process.restarts), RESTART_BACKOFF_MAX)
+        process.restarts.append(now)
+        process.restart_at = now + delay
+        _say(
+            f"{process.name} exited with status {code} (log {process.log}); restarting it in "
+            f"{delay:g}s ({len(process.restarts)} restart(s) in the last {RESTART_WINDOW:g}s)"
+        )
 
     def stop(self) -> None:
         """SIGTERM every process group, newest first; SIGKILL what is left after 20 s."""
@@ -331,6 +383,10 @@ class Cluster:
                 "Ctrl-C stops everything.",
             ]
         )
+
+
+def _say(message: str) -> None:
+    print(f"cluster: {message}", file=sys.stderr, flush=True)
 
 
 def make_url_port(url: str) -> int:

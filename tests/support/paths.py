@@ -17,3 +17,6 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 def unique(prefix: str) -> str:
     """``prefix`` with a random suffix: a queue or a provider name no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
