@@ -7,6 +7,7 @@ export function stateOf(detail) {
   if (detail.action === null) return { label: "not registered yet", tone: "idle" };
   if (detail.running) return { label: `${detail.action} · running`, tone: "busy" };
   if (detail.action === "backoff") return { label: `backoff · attempt ${detail.attempts}`, tone: "bad" };
+  if (detail.action === "parked") return { label: "parked · start it to go on", tone: "bad" };
   if (detail.action === "rest") return { label: "resting", tone: "idle" };
   return { label: `${detail.action} · waiting`, tone: "busy" };
 }
@@ -23,6 +24,7 @@ export function stepFacts(detail) {
     ["Worker", detail.running ? detail.worker ?? "–" : "none"],
     ["Entities", number(detail.entities)],
     ["Failed attempts", number(detail.attempts)],
+    detail.waiting_removals ? ["Missing, kept for now", number(detail.waiting_removals)] : null,
   ]);
 }
 
@@ -61,7 +63,10 @@ export function cycleProgress(detail) {
   return h("div", { class: "progress" },
     h("p", {}, h("strong", {}, `Cycle #${cycle.id}`), ", started ", time(cycle.started_at),
       `, ${number(cycle.bursts)} burst${cycle.bursts === 1 ? "" : "s"}`),
-    bar, stats(cycle), h("p", { class: "eta" }, eta));
+    bar, stats(cycle),
+    cycle.phase === "check"
+      ? h("p", {}, `Checking removal candidates: ${number(cycle.checked)} asked, ${number(cycle.kept)} still in the source.`)
+      : h("p", { class: "eta" }, eta));
 }
 
 export function lastError(detail) {
@@ -84,7 +89,7 @@ export function heldBack(detail, withLink) {
 // One line for the health of everything: the health route plus what the providers say.
 export function healthSummary(health, details) {
   const running = details.filter((d) => d.running).length;
-  const failing = details.filter((d) => d.attempts > 0).length;
+  const failing = details.filter((d) => d.attempts > 0 || d.action === "parked").length;
   const held = details.filter((d) => d.blocked_sweep).length;
   const open = details.filter((d) => d.current_cycle).length;
   const problems = [];
