@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 from ingestion import IncrementalIngestion, Settings
 from ingestion.api import create_api
 from ingestion.engine import BurstReport
+from ingestion.errors import UnknownProvider
 from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import Store
 from ingestion.web import COOKIE
@@ -300,46 +301,51 @@ def test_overview_shows_two_providers_mid_cycle_under_a_real_worker(
         workers = workers_factory(pg_url, redis_url, specs)
         workers.start("w1", concurrency=2)
         client = client_ingestion(workers)
+        try:
 
-        def mid_second_cycle() -> bool:
-            statuses = [client.store.status(n) for n in sources]
-            return all(
-                s.last_completed_cycle and s.current_cycle and s.current_cycle["pages"] >= 2
-                for s in statuses
-            )
-
-        # Each cycle takes seconds (slow pages); the page reads them while they are open.
-        wait_until(mid_second_cycle, timeout=90, what="both providers mid-cycle, one done")
-        with serve(create_api(client, admin_token=TOKEN)) as url:
-            tab = open_tab(browser, url)
-            page = log_in(tab)
-            page.evaluate("window.sameDocument = true")
-            for name in ("libraries", "services"):
-                card = page.get_by_role("article", name=name)
-                expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible()
-                expect(card.get_by_role("progressbar")).to_be_visible()
-                expect(card).to_contain_text(re.compile(r"About .+ left"))
-                expect(card).to_contain_text(re.compile(r"ingest · (running|waiting)"))
-                expect(card.get_by_role("list", name=re.compile("counts"))).to_contain_text(
-                    "written"
+            def mid_second_cycle() -> bool:
+                try:
+                    statuses = [client.store.status(n) for n in sources]
+                except UnknownProvider:  # the worker has not registered them yet
+                    return False
+                return all(
+                    s.last_completed_cycle and s.current_cycle and s.current_cycle["pages"] >= 2
+                    for s in statuses
                 )
-            summary = page.get_by_role("region", name="Health summary")
-            expect(summary).to_contain_text("Healthy")
-            expect(summary).to_contain_text("2 open cycles")
-            for name in sources:
-                card = page.get_by_role("article", name=name)
-                expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible()
-            tab.screenshot("overview")
 
-            # It refreshes by itself: the counts move without the page being reloaded.
-            counts = page.get_by_role("article", name="services").get_by_role(
-                "list", name=re.compile("counts")
-            )
-            before = counts.inner_text()
-            expect(counts).not_to_have_text(before, timeout=20_000)
-            assert page.evaluate("window.sameDocument") is True
-            tab.context.close()
-        client.store.dispose()
+            # Each cycle takes seconds (slow pages); the page reads them while they are open.
+            wait_until(mid_second_cycle, timeout=90, what="both providers mid-cycle, one done")
+            with serve(create_api(client, admin_token=TOKEN)) as url:
+                tab = open_tab(browser, url)
+                page = log_in(tab)
+                page.evaluate("window.sameDocument = true")
+                for name in ("libraries", "services"):
+                    card = page.get_by_role("article", name=name)
+                    expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible()
+                    expect(card.get_by_role("progressbar")).to_be_visible()
+                    expect(card).to_contain_text(re.compile(r"About .+ left"))
+                    expect(card).to_contain_text(re.compile(r"ingest · (running|waiting)"))
+                    expect(card.get_by_role("list", name=re.compile("counts"))).to_contain_text(
+                        "written"
+                    )
+                summary = page.get_by_role("region", name="Health summary")
+                expect(summary).to_contain_text("Healthy")
+                expect(summary).to_contain_text("2 open cycles")
+                for name in sources:
+                    card = page.get_by_role("article", name=name)
+                    expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible()
+                tab.screenshot("overview")
+
+                # It refreshes by itself: the counts move without the page being reloaded.
+                counts = page.get_by_role("article", name="services").get_by_role(
+                    "list", name=re.compile("counts")
+                )
+                before = counts.inner_text()
+                expect(counts).not_to_have_text(before, timeout=20_000)
+                assert page.evaluate("window.sameDocument") is True
+                tab.context.close()
+        finally:
+            client.store.dispose()
     assert tab.problems == []
 
 
