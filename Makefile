@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install services test test-fast lint format run bench cluster clean
+.PHONY: install services browser test test-fast lint format run bench cluster clean
 
 install: $(STAMP)
 
@@ -17,13 +17,20 @@ $(STAMP): pyproject.toml
 services:
 	scripts/services.sh
 
+## browser: Debian's Chromium for the page tests (tests/test_web.py); Playwright drives it
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "browser: installing chromium"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
+
 ## test: the whole suite against real Postgres, Redis, SQLite and worker processes
-test: install services
+test: install services browser
 	$(BIN)/python -m pytest
 
-## test-fast: the tests that start no worker process
+## test-fast: the tests that start no worker process and no browser
 test-fast: install services
-	$(BIN)/python -m pytest -m "not workers"
+	$(BIN)/python -m pytest -m "not workers and not browser"
 
 ## bench: the benchmarks against real Postgres, Redis and workers; writes docs/benchmarks.md
 bench: install services

@@ -24,6 +24,9 @@ class CatalogEntity(BaseModel):
     hash: str = Field(description="SHA-256 of the entity's canonical JSON.")
     created_at: datetime
     updated_at: datetime = Field(description="When the content last changed.")
+    mark_cycle: int | None = Field(
+        None, description="The last cycle that saw the entity (its mark)."
+    )
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> CatalogEntity:

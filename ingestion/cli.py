@@ -472,7 +472,7 @@ def api(
         typer.Option("--insecure", help="Serve without INGESTION_ADMIN_TOKEN (local use only)."),
     ] = False,
 ) -> None:
-    """Serve the admin HTTP API (OpenAPI at /docs, metrics at /metrics)."""
+    """Serve the admin HTTP API and the operator page at / (OpenAPI at /docs)."""
     import uvicorn
 
     ingestion = _ingestion(ctx)

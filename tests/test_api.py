@@ -145,6 +145,10 @@ ROUTES = [
     ("DELETE", "/incremental/providers/services/marks"),
     ("POST", "/incremental/cleanup"),
     ("GET", "/incremental/providers/services/errors"),
+    ("GET", "/incremental/providers/services/error-rules"),
+    ("GET", "/incremental/providers/services/cycles"),
+    ("GET", "/incremental/providers/services/cycles/1"),
+    ("GET", "/incremental/providers/services/bursts"),
     ("GET", "/entities"),
     ("GET", "/entities/component:default/service-0000001"),
     ("GET", "/metrics"),
@@ -456,6 +460,42 @@ def test_errors_are_newest_first_and_paginated(api: Api) -> None:
     assert len(burst) == 1 and "404" in burst[0]["message"]
 
 
+def test_cycles_bursts_and_error_rules_are_listed_newest_first(api: Api) -> None:
+    api.source.invalid = {4, 9}
+    api.cycle()
+    api.source.invalid = set()
+    api.source.drop(0.1)
+    api.cycle()
+    start_step(api, "broken")
+
+    cycles = api.get("/incremental/providers/services/cycles")["items"]
+    assert [c["status"] for c in cycles] == ["completed", "completed"]
+    newest, oldest = cycles
+    assert newest["id"] > oldest["id"]
+    assert (oldest["rejected"], oldest["entities"], oldest["removed"]) == (2, 598, 0)
+    assert newest["removed"] == 600 - len(api.source.refs())  # the 60 dropped
+    assert newest["duration_seconds"] > 0
+    assert api.get(f"/incremental/providers/services/cycles/{oldest['id']}") == oldest
+    missing = api.request("GET", "/incremental/providers/broken/cycles/" + str(oldest["id"]))
+    assert missing.status_code == 404
+    assert "has no cycle" in missing.json()["error"]
+
+    bursts = api.get("/incremental/providers/services/bursts", limit=1)["items"]
+    assert [(b["cycle_id"], b["outcome"], b["pages"]) for b in bursts] == [
+        (newest["id"], "done", 11)
+    ]
+    [failed] = api.get("/incremental/providers/broken/bursts")["items"]
+    assert failed["outcome"] == "failed"
+    assert "404" in failed["error"] and "\n" not in failed["error"]
+
+    rules = api.get("/incremental/providers/services/error-rules")["rules"]
+    assert sum(rules.values()) == 2
+    [rule] = rules
+    only = api.get("/incremental/providers/services/errors", rule=rule)["items"]
+    assert len(only) == 2 and {e["rule"] for e in only} == {rule}
+    assert api.get("/incremental/providers/services/errors", rule="no-such-rule")["items"] == []
+
+
 # -- catalog -------------------------------------------------------------------------------
 
 
@@ -484,9 +524,23 @@ def test_entities_page_by_keyset_and_read_one_by_ref(api: Api) -> None:
     assert entity["ref"] == ref.lower()
     assert entity["provider"] == "services"
     assert entity["entity"]["metadata"]["name"] == "service-0000042"
+    assert entity["mark_cycle"] == api.ingestion.store.cycles("services")[0]["id"]
     missing = api.request("GET", "/entities/component:default/nope")
     assert missing.status_code == 404
     assert missing.json()["error"] == "no entity 'component:default/nope' in the catalog"
+
+
+def test_entities_are_searched_by_a_fragment_of_the_ref(api: Api) -> None:
+    api.cycle()
+    found = api.get("/entities", q="Service-00001", limit=60)
+    refs = [e["ref"] for e in found["items"]]
+    assert refs == [f"component:default/service-{n:07d}" for n in range(100, 160)]
+    rest = api.get("/entities", q="service-00001", limit=60, after=found["next_after"])
+    assert len(rest["items"]) == 40 and rest["next_after"] is None
+    assert api.get("/entities", q="%")["items"] == []  # a fragment, not a LIKE pattern
+    assert api.get("/entities", q="0000042", kind="component")["items"][0]["ref"] == (
+        "component:default/service-0000042"
+    )
 
 
 def test_invalid_parameters_get_a_readable_error(api: Api) -> None:

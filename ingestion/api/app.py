@@ -2,7 +2,9 @@
 
 Routes under ``/incremental`` mirror the admin router of Backstage's incremental ingestion
 module; ``/entities`` reads the catalog and ``/metrics`` serves Prometheus. Every route but
-``/incremental/health`` needs ``Authorization: Bearer <INGESTION_ADMIN_TOKEN>``.
+``/incremental/health`` needs ``Authorization: Bearer <INGESTION_ADMIN_TOKEN>``, or the session
+cookie of the operator page (:mod:`ingestion.web`, served at ``/``) with, on a POST or DELETE,
+its CSRF token.
 """
 
 import hmac
@@ -25,11 +27,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingestion import metrics
 from ingestion.api.bodies import (
+    Bursts,
     Checkpoints,
+    CycleRecord,
+    Cycles,
     Deleted,
     Entities,
     ErrorBody,
     ErrorRecord,
+    ErrorRules,
     Errors,
     Health,
     Kept,
@@ -37,15 +43,28 @@ from ingestion.api.bodies import (
     ProviderSummary,
     Removed,
     Step,
+    burst_record,
     checkpoint,
+    cycle_record,
     provider_detail,
     step_result,
 )
-from ingestion.api.params import MAX_ID, AfterRef, KindFilter, ProviderFilter, ProviderName, RefPath
+from ingestion.api.params import (
+    MAX_ID,
+    AfterRef,
+    KindFilter,
+    ProviderFilter,
+    ProviderName,
+    RefPath,
+    RuleFilter,
+    SearchText,
+)
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
 from ingestion.errors import DatabaseUnavailable, InsecureConfiguration, UnknownProvider
 from ingestion.store import Doorbell, ErrorKind, stats
+from ingestion.web import SAFE_METHODS, Sessions, cross_site
+from ingestion.web import install as install_page
 
 log = logging.getLogger("ingestion.api")
 
@@ -106,9 +125,51 @@ def create_api(
     )
     bearer = HTTPBearer(auto_error=False, description="INGESTION_ADMIN_TOKEN")
     Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    sessions = Sessions(admin_token)
+    check = _authenticator(sessions, open_api=insecure and not admin_token)
 
-    def check(credentials: HTTPAuthorizationCredentials | None, *tokens: str | None) -> None:
-        if insecure and not admin_token:
+    def require_admin(request: Request, credentials: Credentials) -> None:
+        check(request, credentials, admin_token)
+
+    def require_metrics(request: Request, credentials: Credentials) -> None:
+        check(request, credentials, admin_token, metrics_token)
+
+    _install_error_handlers(api)
+    api.include_router(_incremental_router(ingestion), prefix="/incremental")
+    api.include_router(
+        _admin_router(ingestion), prefix="/incremental", dependencies=[Depends(require_admin)]
+    )
+    api.include_router(_catalog_router(ingestion), dependencies=[Depends(require_admin)])
+    registry = metrics.registry_for(ingestion.store.db)
+
+    @api.get("/metrics", dependencies=[Depends(require_metrics)], tags=["metrics"])
+    def prometheus() -> Response:
+        """Prometheus metrics of every provider, read from the database."""
+        return Response(metrics.render(registry), media_type=CONTENT_TYPE_LATEST)
+
+    install_page(api, sessions)
+    return api
+
+
+Check = Callable[..., None]
+
+
+def _authenticator(sessions: Sessions, *, open_api: bool) -> Check:
+    """``check(request, credentials, *tokens)``: admit the request or raise 401 or 403.
+
+    A bearer token must be one of ``tokens``; without one, the page's session cookie admits the
+    request (with its CSRF token on a POST or DELETE). An open API refuses only requests a
+    browser marks as cross-site that would change something.
+    """
+
+    def check(
+        request: Request, credentials: HTTPAuthorizationCredentials | None, *tokens: str | None
+    ) -> None:
+        if open_api:
+            if request.method not in SAFE_METHODS and cross_site(request):
+                raise HTTPException(403, "refused a cross-site request to steer the API")
+            return
+        if credentials is None and sessions.admit(request):
             return
         if credentials is None:
             raise HTTPException(
@@ -125,26 +186,7 @@ def create_api(
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
 
-    def require_admin(credentials: Credentials) -> None:
-        check(credentials, admin_token)
-
-    def require_metrics(credentials: Credentials) -> None:
-        check(credentials, admin_token, metrics_token)
-
-    _install_error_handlers(api)
-    api.include_router(_incremental_router(ingestion), prefix="/incremental")
-    api.include_router(
-        _admin_router(ingestion), prefix="/incremental", dependencies=[Depends(require_admin)]
-    )
-    api.include_router(_catalog_router(ingestion), dependencies=[Depends(require_admin)])
-    registry = metrics.registry_for(ingestion.store.db)
-
-    @api.get("/metrics", dependencies=[Depends(require_metrics)], tags=["metrics"])
-    def prometheus() -> Response:
-        """Prometheus metrics of every provider, read from the database."""
-        return Response(metrics.render(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return api
+    return check
 
 
 def _check_tokens(admin_token: str | None, metrics_token: str | None, insecure: bool) -> None:
@@ -198,6 +240,24 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def provider(name: Name) -> ProviderDetail:
         """The provider's actions, attempts, last error, cycle progress and blocked sweep."""
         return provider_detail(ingestion, name)
+
+    @router.get("/providers/{name}/cycles", response_model=Cycles)
+    def cycles(name: Name, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> Cycles:
+        """The provider's cycles, newest first: counts, removals, blocked removals, duration."""
+        return Cycles(items=[cycle_record(r) for r in ingestion.store.cycles(name, limit)])
+
+    @router.get("/providers/{name}/cycles/{cycle_id}", response_model=CycleRecord)
+    def cycle(name: Name, cycle_id: int) -> CycleRecord:
+        """One cycle of the provider."""
+        row = ingestion.store.cycle(name, cycle_id)
+        if row is None:
+            raise HTTPException(404, f"provider {name!r} has no cycle {cycle_id}")
+        return cycle_record(row)
+
+    @router.get("/providers/{name}/bursts", response_model=Bursts)
+    def bursts(name: Name, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> Bursts:
+        """The provider's bursts, newest first: outcome, pages, entities, duration, error."""
+        return Bursts(items=[burst_record(r) for r in ingestion.store.bursts(name, limit)])
 
     def steer(name: str, step: Callable[[str], Doorbell], message: str) -> Step:
         return step_result(step(name), message)
@@ -305,11 +365,17 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
             int | None, Query(ge=1, le=MAX_ID, description="Only records older than this id.")
         ] = None,
         kind: Annotated[list[ErrorKind] | None, Query()] = None,
+        rule: RuleFilter = None,
     ) -> Errors:
         """Rejected entities, warnings and burst errors, newest first, a page at a time."""
-        rows = ingestion.store.errors(name, limit=limit, before=before, kinds=kind)
+        rows = ingestion.store.errors(name, limit=limit, before=before, kinds=kind, rule=rule)
         items = [ErrorRecord(**r) for r in rows]
         return Errors(items=items, next_before=items[-1].id if len(items) == limit else None)
+
+    @router.get("/providers/{name}/error-rules", response_model=ErrorRules)
+    def error_rules(name: Name) -> ErrorRules:
+        """The rules the provider's error records name, with how many records name each."""
+        return ErrorRules(rules=ingestion.store.error_rules(name))
 
     return router
 
@@ -321,6 +387,7 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
     def entities(
         provider: ProviderFilter = None,
         kind: KindFilter = None,
+        q: SearchText = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         after: AfterRef = None,
     ) -> Entities:
@@ -328,7 +395,11 @@ def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
         if provider is not None:
             ingestion.registered(provider)  # UnknownProvider answers 404
         rows = ingestion.store.entities_page(
-            provider=provider, kind=kind, after=after.lower() if after else None, limit=limit
+            provider=provider,
+            kind=kind,
+            after=after.lower() if after else None,
+            limit=limit,
+            contains=q or None,
         )
         items = [CatalogEntity.from_row(r) for r in rows]
         return Entities(items=items, next_after=items[-1].ref if len(items) == limit else None)

@@ -61,6 +61,42 @@ class CycleSummary(CycleProgress):
     blocked_reason: str | None
 
 
+class CycleRecord(CycleSummary):
+    status: str = Field(description="running, completed or cancelled.")
+
+
+class Cycles(BaseModel):
+    items: list[CycleRecord]
+
+
+class BurstRecord(BaseModel):
+    id: int
+    cycle_id: int
+    number: int = Field(description="The burst's number in its cycle.")
+    worker: str
+    outcome: str = Field(
+        description="running, continued, done, waiting, failed, lost or interrupted."
+    )
+    pages: int
+    entities: int
+    written: int
+    unchanged: int
+    rejected: int
+    removed: int
+    error: str | None = Field(description="The first line of the failure, if the burst failed.")
+    started_at: datetime
+    ended_at: datetime | None
+    duration_seconds: float | None
+
+
+class Bursts(BaseModel):
+    items: list[BurstRecord]
+
+
+class ErrorRules(BaseModel):
+    rules: dict[str, int] = Field(description="Each rule the error records name: how many.")
+
+
 class BlockedSweep(BaseModel):
     reason: str
     count: int = Field(description="Removals held back (listed by /held-removals).")
@@ -223,6 +259,22 @@ def provider_detail(ingestion: IncrementalIngestion, name: str) -> ProviderDetai
         ),
         waiting_removals=status.waiting_removals,
         options=options,
+    )
+
+
+def _seconds(start: datetime, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if end else None
+
+
+def cycle_record(row: dict[str, Any]) -> CycleRecord:
+    return CycleRecord(**row, duration_seconds=_seconds(row["started_at"], row["ended_at"]))
+
+
+def burst_record(row: dict[str, Any]) -> BurstRecord:
+    error = row["error"].split("\n", 1)[0] if row["error"] else None
+    return BurstRecord(
+        **{**row, "error": error},
+        duration_seconds=_seconds(row["started_at"], row["ended_at"]),
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import AfterValidator
 MAX_REF = 512
 MAX_PROVIDER = 255
 MAX_KIND = 63
+MAX_RULE = 64
 #: The largest id a BIGINT (and SQLite's INTEGER) holds.
 MAX_ID = 2**63 - 1
 
@@ -76,4 +77,18 @@ AfterRef = Annotated[
     str | None,
     Query(max_length=MAX_REF, description="The last ref of the previous page."),
     AfterValidator(_optional_ref),
+]
+SearchText = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_REF,
+        description="Only refs holding this fragment (a name, or part of one).",
+    ),
+    AfterValidator(_optional_text),
+]
+RuleFilter = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_RULE, description="Only records of this rule."),
+    AfterValidator(_optional_text),
 ]

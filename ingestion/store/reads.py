@@ -113,6 +113,12 @@ def cycles(conn: Connection, name: str, limit: int) -> list[dict[str, Any]]:
     )
 
 
+def cycle(conn: Connection, name: str, cycle_id: int) -> dict[str, Any] | None:
+    """One cycle of the provider, or ``None``."""
+    c = m.cycles.c
+    return _first(conn, select(m.cycles).where(c.provider == name, c.id == cycle_id))
+
+
 def checkpoints(
     conn: Connection, name: str, limit: int, cycle_id: int | None
 ) -> list[dict[str, Any]]:
@@ -145,14 +151,29 @@ def errors(
     limit: int,
     before: int | None,
     kinds: Sequence[ErrorKind] | None,
+    rule: str | None = None,
 ) -> list[dict[str, Any]]:
     """Error records, newest first; page with ``before`` = the last id seen."""
     stmt = select(m.errors).where(m.errors.c.provider == name)
+    if rule is not None:
+        stmt = stmt.where(m.errors.c.rule == rule)
     if before is not None:
         stmt = stmt.where(m.errors.c.id < before)
     if kinds:
         stmt = stmt.where(m.errors.c.kind.in_([k.value for k in kinds]))
     return _rows(conn, stmt.order_by(m.errors.c.id.desc()).limit(limit))
+
+
+def error_rules(conn: Connection, name: str) -> dict[str, int]:
+    """The rules the provider's error records name, with how many records name each."""
+    e = m.errors.c
+    stmt = (
+        select(e.rule, func.count())
+        .where(e.provider == name, e.rule.is_not(None))
+        .group_by(e.rule)
+        .order_by(e.rule)
+    )
+    return {rule: int(count) for rule, count in conn.execute(stmt)}
 
 
 def entity(conn: Connection, ref: str) -> dict[str, Any] | None:
@@ -167,10 +188,16 @@ def entities_page(
     kind: str | None,
     after: str | None,
     limit: int,
+    contains: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Entities in ref order, ``limit`` at a time after the ref ``after`` (keyset)."""
+    """Entities in ref order, ``limit`` at a time after the ref ``after`` (keyset).
+
+    ``contains`` keeps the refs that hold that fragment (a name, a namespace, part of either).
+    """
     e = m.entities.c
     stmt = select(m.entities).order_by(e.ref).limit(limit)
+    if contains:
+        stmt = stmt.where(e.ref.contains(contains.lower(), autoescape=True))
     if provider is not None:
         stmt = stmt.where(e.provider == provider)
     if kind is not None:

@@ -246,6 +246,11 @@ class Store:
         with self.db.read() as conn:
             return reads.cycles(conn, name, limit)
 
+    def cycle(self, name: str, cycle_id: int) -> dict[str, Any] | None:
+        """One cycle of the provider, or ``None``."""
+        with self.db.read() as conn:
+            return reads.cycle(conn, name, cycle_id)
+
     def checkpoints(
         self, name: str, limit: int = 100, cycle_id: int | None = None
     ) -> list[dict[str, Any]]:
@@ -265,10 +270,16 @@ class Store:
         limit: int = 100,
         before: int | None = None,
         kinds: Sequence[ErrorKind] | None = None,
+        rule: str | None = None,
     ) -> list[dict[str, Any]]:
         """Error records, newest first; page with ``before`` = the last id seen."""
         with self.db.read() as conn:
-            return reads.errors(conn, name, limit=limit, before=before, kinds=kinds)
+            return reads.errors(conn, name, limit=limit, before=before, kinds=kinds, rule=rule)
+
+    def error_rules(self, name: str) -> dict[str, int]:
+        """The rules the provider's error records name, with how many records name each."""
+        with self.db.read() as conn:
+            return reads.error_rules(conn, name)
 
     def entity(self, ref: str) -> dict[str, Any] | None:
         """The catalog row of ``ref`` (any case), or ``None``."""
@@ -282,10 +293,14 @@ class Store:
         kind: str | None = None,
         after: str | None = None,
         limit: int = 500,
+        contains: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Entities in ref order, ``limit`` at a time after the ref ``after`` (keyset)."""
+        """Entities in ref order, ``limit`` at a time after the ref ``after`` (keyset);
+        ``contains`` keeps the refs holding that fragment."""
         with self.db.read() as conn:
-            return reads.entities_page(conn, provider=provider, kind=kind, after=after, limit=limit)
+            return reads.entities_page(
+                conn, provider=provider, kind=kind, after=after, limit=limit, contains=contains
+            )
 
     def count_entities(self, provider: str | None = None) -> int:
         with self.db.read() as conn:
