@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install services browser test test-fast lint format run bench cluster clean
+.PHONY: install services browser screenshots test test-fast lint format run bench cluster clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ browser:
 ## test: the whole suite against real Postgres, Redis, SQLite and worker processes
 test: install services browser
 	$(BIN)/python -m pytest
+
+## screenshots: the browser tests, writing the page's screenshots into docs/images
+screenshots: install services browser
+	WEB_SCREENSHOTS=docs $(BIN)/python -m pytest -m browser
 
 ## test-fast: the tests that start no worker process and no browser
 test-fast: install services

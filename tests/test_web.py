@@ -2,7 +2,7 @@
 
 Cycles run through the real engine (in this process, or in real Celery workers); the browser
 reads and steers them through the page as an operator would. Every test fails on any console
-error or uncaught exception of the page. The screenshots in docs/images are written here.
+error or uncaught exception of the page. `make screenshots` writes the screenshots in docs/images.
 """
 
 from __future__ import annotations

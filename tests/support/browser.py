@@ -6,6 +6,8 @@ Playwright's own browser downloads are never used: the browser is the system's, 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +36,13 @@ ARGS = [
     "--disable-sync",
 ]
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
-IMAGES = ROOT / "docs" / "images"
+#: Where the screenshots go: the README's own images with ``make screenshots`` (which sets
+#: ``WEB_SCREENSHOTS=docs``), else a folder of the test run, so a test run changes no file.
+IMAGES = (
+    ROOT / "docs" / "images"
+    if os.environ.get("WEB_SCREENSHOTS") == "docs"
+    else Path(tempfile.gettempdir()) / "ingestion-screenshots"
+)
 
 
 @contextmanager
