@@ -25,7 +25,7 @@ from tests.support.synthetic_app import build
 
 TOKEN = "admin-token-for-fuzzing-0123456789"
 #: A valid value for each path parameter, used while another parameter is fuzzed.
-VALID_PATH = {"name": "services", "ref": "component:default/service-0000001"}
+VALID_PATH = {"name": "services", "ref": "component:default/service-0000001", "cycle_id": "1"}
 
 HOSTILE: list[str] = [
     "",

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -247,7 +248,7 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
         return Cycles(items=[cycle_record(r) for r in ingestion.store.cycles(name, limit)])
 
     @router.get("/providers/{name}/cycles/{cycle_id}", response_model=CycleRecord)
-    def cycle(name: Name, cycle_id: int) -> CycleRecord:
+    def cycle(name: Name, cycle_id: Annotated[int, FastApiPath(ge=1, le=MAX_ID)]) -> CycleRecord:
         """One cycle of the provider."""
         row = ingestion.store.cycle(name, cycle_id)
         if row is None:
