@@ -120,7 +120,10 @@ def raw_postgres_write(db: Postgres, rows: Path) -> float:
     try:
         started = time.perf_counter()
         with conn.cursor() as cur, rows.open("r", encoding="utf-8") as data:
-            cur.execute("CREATE TEMP TABLE bench_staging (LIKE catalog_entities) ON COMMIT DROP")
+            cur.execute(
+                "CREATE TEMP TABLE bench_staging (LIKE catalog_entities INCLUDING DEFAULTS) "
+                "ON COMMIT DROP"
+            )
             cur.copy_expert(f"COPY bench_staging ({COLUMNS}) FROM STDIN", data)
             cur.execute(
                 f"INSERT INTO bench_raw_entities ({COLUMNS}) SELECT {COLUMNS} FROM bench_staging "
