@@ -1,7 +1,8 @@
 """``python -m bench``: run the benchmarks and write ``docs/benchmarks.md``.
 
 Environment: ``BENCH_SCALE`` (sizes, default 1), ``BENCH_REPEATS`` (default 3), ``BENCH_ONLY``
-(comma-separated: throughput, memory, sweep, scheduling, embedded, profile), ``BENCH_OUTPUT``
+(comma-separated: throughput, overlap, memory, sweep, scheduling, embedded, profile),
+``BENCH_OUTPUT``
 (default docs/benchmarks.md), ``BENCH_NOTES`` (Markdown appended to the output, default
 bench/notes.md),
 ``BENCH_WORKDIR`` (keep the worker logs there), ``BENCH_DATABASE``, ``BENCH_PG_ADMIN_DSN``,
@@ -24,7 +25,7 @@ from bench.harness import ROOT
 from bench.profile import profile
 from bench.report import Results, render
 
-FIGURES = ("throughput", "memory", "sweep", "scheduling", "embedded", "profile")
+FIGURES = ("throughput", "overlap", "memory", "sweep", "scheduling", "embedded", "profile")
 
 
 def config_from_env(workdir: Path) -> Config:

@@ -1,6 +1,7 @@
 """The benchmark providers and tasks; ``bench.worker`` is the module the workers load.
 
-``BENCH_PROVIDERS`` is a JSON list of ``{"name", "count", "page_size", "options"}``. The app
+``BENCH_PROVIDERS`` is a JSON list of
+``{"name", "count", "page_size", "latency", "options"}``. The app
 also defines ``bench.relay``, a task that sends itself on and records when each hop ran: the
 floor of what one Celery task sending the next costs on the same broker.
 """
@@ -25,7 +26,12 @@ def build(
     if specs is None:
         specs = json.loads(os.environ.get("BENCH_PROVIDERS", "[]"))
     for spec in specs:
-        provider = BenchProvider(spec["name"], spec["count"], spec.get("page_size", PAGE_SIZE))
+        provider = BenchProvider(
+            spec["name"],
+            spec["count"],
+            spec.get("page_size", PAGE_SIZE),
+            spec.get("latency", 0.0),
+        )
         ingestion.add_provider(provider, **spec.get("options", {}))
     _register_relay(ingestion)
     return ingestion

@@ -22,7 +22,7 @@ import redis
 
 from bench.app import RELAY
 from bench.harness import BenchError, Postgres, Records, Worker
-from bench.source import PAGE_SIZE, bench_entity
+from bench.source import PAGE_SIZE, BenchProvider, bench_entity
 from ingestion.entities import prepare
 from ingestion.options import ProviderOptions
 from ingestion.settings import EMBEDDED_BROKER
@@ -33,6 +33,7 @@ MEMORY = (10_000, 100_000, 1_000_000)
 SWEEP = 1_000_000
 SWEEP_LEFT = 10  # one entity in SWEEP_LEFT has left the source
 SCHEDULING_BURSTS = 60
+OVERLAP_LATENCY = 0.020  # seconds a page of the slow source takes, like an HTTP API's
 REST = 86_400  # seconds: a provider rests between the cycles a benchmark starts itself
 # The target table's columns, in the order the raw writers use.
 COLUMNS = "ref, provider, location_key, entity, hash, mark_cycle, created_at, updated_at"
@@ -119,7 +120,10 @@ def raw_postgres_write(db: Postgres, rows: Path) -> float:
     try:
         started = time.perf_counter()
         with conn.cursor() as cur, rows.open("r", encoding="utf-8") as data:
-            cur.execute("CREATE TEMP TABLE bench_staging (LIKE catalog_entities) ON COMMIT DROP")
+            cur.execute(
+                "CREATE TEMP TABLE bench_staging (LIKE catalog_entities INCLUDING DEFAULTS) "
+                "ON COMMIT DROP"
+            )
             cur.copy_expert(f"COPY bench_staging ({COLUMNS}) FROM STDIN", data)
             cur.execute(
                 f"INSERT INTO bench_raw_entities ({COLUMNS}) SELECT {COLUMNS} FROM bench_staging "
@@ -249,6 +253,73 @@ def _check_cycle(cycle: Any, entities: int, *, written: int) -> None:
             f"cycle {cycle.cycle_id} marked {cycle.entities} and wrote {cycle.written} "
             f"entities, expected {entities} and {written}"
         )
+
+
+# -- 7: overlap of the source and the writes ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverlapRun:
+    engine: float  # seconds: a first cycle with an instant source (the engine alone)
+    source: float  # seconds: the slow source alone, every page read in a loop
+    slow: float  # seconds: a first cycle with the slow source
+
+
+@dataclass(frozen=True)
+class Overlap:
+    entities: int
+    latency: float
+    runs: list[OverlapRun]
+
+    @property
+    def ratio(self) -> float:
+        """The slow-source cycle against the larger of its two baselines (median)."""
+        return median([r.slow / max(r.engine, r.source) for r in self.runs])
+
+
+def overlap(config: Config) -> Overlap:
+    """Figure 7: a first cycle over a source whose pages take ``OVERLAP_LATENCY`` each,
+    against the source alone and the engine alone (an instant source), same run."""
+    count = config.size(THROUGHPUT)
+    db = config.postgres().create()
+    runs: list[OverlapRun] = []
+    try:
+        for repeat in range(config.repeats):
+            source = _source_alone(count, OVERLAP_LATENCY)
+            seconds: dict[float, float] = {}
+            # Alternate which goes first, so neither always finds the caches warmer.
+            for latency in (0.0, OVERLAP_LATENCY)[:: 1 if repeat % 2 == 0 else -1]:
+                db.empty()
+                db.execute("CHECKPOINT")
+                seconds[latency] = _first_cycle(config, db.url, count, latency)
+            runs.append(OverlapRun(seconds[0.0], source, seconds[OVERLAP_LATENCY]))
+    finally:
+        db.drop()
+    return Overlap(count, OVERLAP_LATENCY, runs)
+
+
+def _source_alone(count: int, latency: float) -> float:
+    """Seconds to read every page of the bench source with ``latency``, nothing written."""
+    provider = BenchProvider("overlap", count, PAGE_SIZE, latency)
+    started = time.perf_counter()
+    cursor: Any = None
+    while True:
+        page = provider.next(None, cursor)
+        cursor = page.cursor
+        if page.done:
+            return time.perf_counter() - started
+
+
+def _first_cycle(config: Config, database_url: str, count: int, latency: float) -> float:
+    records = Records(database_url)
+    spec = {**_throughput_spec("overlap", count), "latency": latency}
+    try:
+        with Worker(config.workdir, database_url, config.redis_url, [spec]):
+            cycle = records.wait_cycle("overlap", timeout=config.timeout(count))
+            _check_cycle(cycle, count, written=count)
+    finally:
+        records.close()
+    return float(cycle.seconds)
 
 
 # -- 3: memory ----------------------------------------------------------------------------

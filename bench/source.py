@@ -6,6 +6,7 @@ engine has annotated them, and come in pages of ``page_size``; the cursor is the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,12 +42,17 @@ def bench_ref(number: int) -> str:
 
 
 class BenchProvider(IncrementalEntityProvider[dict[str, int], None]):
-    """``count`` generated entities, ``page_size`` a page; the cursor is ``{"offset": n}``."""
+    """``count`` generated entities, ``page_size`` a page; the cursor is ``{"offset": n}``.
 
-    def __init__(self, name: str, count: int, page_size: int = PAGE_SIZE) -> None:
+    ``latency``: seconds each page takes before it is made, like a remote API's round trip."""
+
+    def __init__(
+        self, name: str, count: int, page_size: int = PAGE_SIZE, latency: float = 0.0
+    ) -> None:
         self.name = name
         self.count = count
         self.page_size = page_size
+        self.latency = latency
 
     def get_provider_name(self) -> str:
         return self.name
@@ -57,6 +63,8 @@ class BenchProvider(IncrementalEntityProvider[dict[str, int], None]):
     def next(
         self, context: None, cursor: dict[str, int] | None = None
     ) -> EntityIteratorResult[dict[str, int]]:
+        if self.latency:
+            time.sleep(self.latency)
         start = (cursor or {"offset": 0})["offset"]
         end = min(start + self.page_size, self.count)
         location = f"bench:{self.name}"

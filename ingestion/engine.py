@@ -8,6 +8,7 @@ step: the next burst, the checking phase, the sweep and the rest, a backoff, a w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import itertools
 import json
@@ -320,8 +321,13 @@ class _BurstRun:
         )
         self.started = time.monotonic()
         self.deadline = self.started + registered.options.burst_length.total_seconds()
+        # The cursor of the next page to read: a page read ahead moves it before its commit.
         self.cursor: Any = json.loads(claim.cursor) if claim.cursor is not None else None
-        self.sequence = claim.next_sequence
+        self.sequence = claim.next_sequence  # the next page to commit
+        self.reading = claim.next_sequence  # the next page to read
+        self.committer: concurrent.futures.ThreadPoolExecutor | None = None
+        self.in_flight: concurrent.futures.Future[PageCommit] | None = None
+        self.commit_failed = False
         self.check_after = claim.check_after
         self.candidates: list[RemovalCandidate] = []
         self.batches = 0
@@ -336,7 +342,8 @@ class _BurstRun:
     def where_short(self) -> str:
         if self.claim.phase is Phase.CHECK:
             return f"removal checks after {self.check_after or 'the start'}"
-        return f"page {self.sequence}"
+        # A commit that failed is the burst's failure; otherwise the page being read is.
+        return f"page {self.sequence if self.commit_failed else self.reading}"
 
     def around(self) -> None:
         if inspect.iscoroutinefunction(self.provider.around):
@@ -383,24 +390,34 @@ class _BurstRun:
                         time.sleep(self._pause(attempt))
                 if self.commit(result):
                     return
+        except BaseException as exc:
+            self._drain(exc)
+            raise
         finally:
+            self._close_committer()
             if runner is not None:
                 runner.close()
 
     async def async_burst(self, context: Any) -> None:
         self.called = True
-        while True:
-            for attempt in itertools.count():
-                try:
-                    result = self._call(context)
-                    if inspect.isawaitable(result):
-                        result = await self.engine.bounded(result)
-                    break
-                except Exception as exc:
-                    self._retry_or_raise(exc, attempt)
-                    await asyncio.sleep(self._pause(attempt))
-            if self.commit(result):
-                return
+        try:
+            while True:
+                for attempt in itertools.count():
+                    try:
+                        result = self._call(context)
+                        if inspect.isawaitable(result):
+                            result = await self.engine.bounded(result)
+                        break
+                    except Exception as exc:
+                        self._retry_or_raise(exc, attempt)
+                        await asyncio.sleep(self._pause(attempt))
+                if self.commit(result):
+                    return
+        except BaseException as exc:
+            self._drain(exc)
+            raise
+        finally:
+            self._close_committer()
 
     def _retry_or_raise(self, exc: Exception, attempt: int) -> None:
         """A failing ``next()`` (or batch of checks) is asked again at the same cursor, up to
@@ -425,28 +442,56 @@ class _BurstRun:
         return float(min(0.05 * 2**attempt, 1.0))
 
     def commit(self, result: object) -> bool:
-        """Commit one page or batch; whether the burst should stop (done, or time is up)."""
+        """Commit one batch of checks, or hand one page to the committer; whether the burst
+        should stop (done, or time is up).
+
+        A page commits on the committer's thread while the provider's next page is read and
+        prepared on this one. Commits keep their order: a page is handed over only once the
+        one before it has committed, and the burst returns only once its last page has."""
         if self.claim.phase is Phase.CHECK:
             self.commit_check(result)
-        else:
-            self.commit_page(result)
-        if self.progress is not None:
-            self.progress(self.report)
-        return self.done or time.monotonic() >= self.deadline
-
-    def commit_page(self, result: object) -> None:
-        page = prepare_page(self.claim.provider, result, self.sequence)
+            if self.progress is not None:
+                self.progress(self.report)
+            return self.done or time.monotonic() >= self.deadline
+        page = prepare_page(self.claim.provider, result, self.reading)
+        self._settle()
         self.pending = page
+        if self.committer is None:
+            self.committer = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"commit-{self.claim.provider}"
+            )
         # A hint for the writer: a page like the last one is likely unchanged too.
         last = self.report.commits[-1] if self.report.commits else None
-        commit = self.engine.store.commit_page(
+        self.in_flight = self.committer.submit(
+            self.engine.store.commit_page,
             self.claim,
             page,
             self.sequence,
             self.lease,
             expect_unchanged=last is None or last.unchanged > 0,
         )
-        self.pending = None
+        # Read on from the page's cursor while it commits; never past the last page, nor
+        # once the burst's time is up.
+        self.cursor = json.loads(page.cursor) if page.cursor is not None else None
+        self.reading += 1
+        if page.done or time.monotonic() >= self.deadline:
+            self._settle()
+            return True
+        return False
+
+    def _settle(self) -> None:
+        """Wait for the page in flight to commit, and count it; its failure is raised here."""
+        future, self.in_flight = self.in_flight, None
+        if future is None:
+            return
+        try:
+            commit = future.result()
+        except BaseException:
+            self.in_flight = future  # still the page in flight, for _drain
+            self.commit_failed = future.done()
+            raise
+        page, self.pending = self.pending, None
+        assert page is not None
         report = self.report
         report.commits.append(commit)
         report.pages += 1
@@ -454,9 +499,31 @@ class _BurstRun:
         report.unchanged += commit.unchanged
         report.entities += commit.written + commit.unchanged
         report.rejected += commit.rejected
-        self.cursor = json.loads(page.cursor) if page.cursor is not None else None
         self.sequence += 1
         self.done = page.done
+        if self.progress is not None:
+            self.progress(self.report)
+
+    def _drain(self, exc: BaseException) -> None:
+        """The burst is failing with ``exc``: let the page in flight finish first, so that
+        what is recorded matches what committed. A page read ahead that failed after the one
+        before it committed loses nothing committed; a commit that failed is the failure."""
+        future = self.in_flight
+        if future is None:
+            return
+        try:
+            future.result()
+        except BaseException as failed:
+            self.commit_failed = True
+            if failed is not exc:
+                raise failed from exc
+            return
+        self._settle()
+
+    def _close_committer(self) -> None:
+        if self.committer is not None:
+            self.committer.shutdown(wait=True)
+            self.committer = None
 
     def commit_check(self, result: object) -> None:
         if result is _NO_CANDIDATES:

@@ -500,10 +500,12 @@ def test_an_operator_start_interrupts_a_running_burst_which_commits_nothing_more
     doorbell = ingestion.store.start("p")
     report = step(ingestion, doorbell)
     assert report.outcome == "interrupted"
-    assert report.pages == 2
+    # Page 2 is read while page 1 commits: the start races that commit, and page 2 never
+    # commits. What the burst counts is what its cycle holds.
+    assert report.pages in (1, 2)
     cycles = ingestion.store.cycles("p")
     assert [c["status"] for c in cycles] == [CycleStatus.RUNNING, CycleStatus.CANCELLED]
-    assert cycles[1]["pages"] == 2
+    assert cycles[1]["pages"] == report.pages
 
 
 @pytest.mark.timeout(60)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -10,9 +14,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from ingestion import DeferredEntity, EntityIteratorResult, IncrementalEntityProvider
+from ingestion.entities import CANONICAL_VERSION, legacy_hash, prepare
 from ingestion.store import Store
 from ingestion.store.migrate import downgrade
 from ingestion.store.models import metadata
+from tests.support.ingestions import make_ingestion
 
 
 def _diff(store: Store) -> list[object]:
@@ -85,3 +92,95 @@ def test_renaming_the_page_table_keeps_its_rows(database_url: str) -> None:
             )
     finally:
         store.dispose()
+
+
+class _Listed(IncrementalEntityProvider[None, None]):
+    """One page of fixed entities."""
+
+    def __init__(self, entities: list[dict[str, Any]]) -> None:
+        self.entities = entities
+
+    def get_provider_name(self) -> str:
+        return "listed"
+
+    def around(self, burst: Callable[[None], Any]) -> None:
+        burst(None)
+
+    def next(self, context: None, cursor: None = None) -> EntityIteratorResult[None]:
+        return EntityIteratorResult(
+            done=True, entities=[DeferredEntity(e) for e in self.entities], cursor=None
+        )
+
+
+def _listed_entity(name: str, value: object) -> dict[str, Any]:
+    return {
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "labels": {"tier": "a"}},
+        "spec": {"owner": "team-é", "value": value},
+    }
+
+
+@pytest.mark.timeout(60)
+def test_a_catalog_hashed_before_the_encoding_changed_sees_no_spurious_change(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given a catalog written at revision 0004, its hashes made by the version 1 encoder; one
+    # entity holds a float the version 2 encoder writes differently (0.00001, not 1e-05)
+    entities = [_listed_entity(f"e{n}", n) for n in range(5)]
+    entities += [_listed_entity("small-float", 1e-05), _listed_entity("other-float", 2.5)]
+    store = Store(database_url)
+    try:
+        downgrade(store.db.sql_engine, "0004")
+        with store.db.sql_engine.begin() as conn:
+            for entity in entities:
+                item = prepare(entity, "listed", None)
+                legacy = json.dumps(
+                    item.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO catalog_entities (ref, provider, location_key, entity, hash,"
+                        " mark_cycle, created_at, updated_at) VALUES (:ref, 'listed', NULL,"
+                        " :entity, :hash, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                    ),
+                    {
+                        "ref": item.ref,
+                        "entity": legacy,
+                        "hash": hashlib.sha256(legacy.encode()).hexdigest(),
+                    },
+                )
+        assert prepare(entities[5], "listed", None).hash != legacy_hash(
+            prepare(entities[5], "listed", None).body
+        ), "the two encodings differ for this entity"
+    finally:
+        store.dispose()
+
+    # When the catalog is upgraded and a cycle reads the same source
+    ingestion = make_ingestion(database_url, tmp_path)
+    ingestion.store.migrate()
+    ingestion.add_provider(_Listed(entities))
+    reports = ingestion.run_cycle("listed")
+
+    # Then nothing counts as changed, nothing is rewritten, and nothing is removed
+    assert [r.outcome for r in reports] == ["done"]
+    assert (reports[0].written, reports[0].unchanged) == (0, len(entities))
+    assert ingestion.catalog.count("listed") == len(entities)
+    with ingestion.store.db.sql_engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT hash_version, updated_at FROM catalog_entities ORDER BY ref")
+        ).all()
+    assert {row.hash_version for row in rows} == {1}
+    assert all(str(row.updated_at).startswith("2026-01-01") for row in rows)
+
+    # And an entity that does change is rewritten with a hash of the current encoding
+    entities[5] = _listed_entity("small-float", 2e-05)
+    changed = make_ingestion(database_url, tmp_path / "again")
+    changed.add_provider(_Listed(entities))
+    reports = changed.run_cycle("listed")
+    assert (reports[0].written, reports[0].unchanged) == (1, len(entities) - 1)
+    with changed.store.db.sql_engine.connect() as conn:
+        version = conn.execute(
+            text("SELECT hash_version FROM catalog_entities WHERE ref LIKE '%small-float'")
+        ).scalar_one()
+    assert version == CANONICAL_VERSION

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -209,6 +210,8 @@ entities = Table(
     Column("location_key", Text, nullable=True),
     Column("entity", JSONDocument(), nullable=False),
     Column("hash", String(64), nullable=False),
+    # The canonical encoding ``hash`` was computed with (ingestion.entities.CANONICAL_VERSION).
+    Column("hash_version", SmallInteger, nullable=False, server_default="1"),
     # The last cycle that saw this entity: the sweep removes what the completed cycle did not.
     Column("mark_cycle", BigInteger, nullable=False),
     _created(),

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
 
-from ingestion.entities import PreparedEntity
+from ingestion.entities import CANONICAL_VERSION, PreparedEntity, legacy_hash
 from ingestion.store import models as m
 from ingestion.store.database import Database, Tx
 from ingestion.store.records import (
@@ -77,8 +77,10 @@ class EntityWriter:
                         ref,
                     )
                 )
-            elif row.hash == item.hash:
-                same.append(ref)
+            elif row.hash == item.hash or (
+                row.hash_version != CANONICAL_VERSION and row.hash == legacy_hash(item.body)
+            ):
+                same.append(ref)  # a hash of an older encoding is kept until the entity changes
             else:
                 changed.append(item)
         inserted = self.insert_new(tx, claim, new) if new else set()
@@ -109,7 +111,7 @@ class EntityWriter:
         return set()
 
     def existing(self, tx: Tx, refs: list[str]) -> dict[str, Any]:
-        """The owner and hash of those of ``refs`` that are in the catalog, by ref."""
+        """The owner, hash and hash version of those of ``refs`` in the catalog, by ref."""
         raise NotImplementedError
 
     def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
@@ -135,18 +137,21 @@ _PAGE = (
     "CAST(:hashes AS text[])) AS page (ref, location_key, entity, hash)"
 )
 _PG_EXISTING = text(
-    "SELECT ref, provider, hash FROM catalog_entities WHERE ref = ANY(CAST(:refs AS text[]))"
+    "SELECT ref, provider, hash, hash_version FROM catalog_entities "
+    "WHERE ref = ANY(CAST(:refs AS text[]))"
 )
 _PG_INSERT_NEW = text(
     "INSERT INTO catalog_entities "
-    "(ref, provider, location_key, entity, hash, mark_cycle, created_at, updated_at) "
+    "(ref, provider, location_key, entity, hash, hash_version, mark_cycle, created_at, "
+    "updated_at) "
     "SELECT page.ref, :provider, page.location_key, CAST(page.entity AS jsonb), page.hash, "
-    f":cycle, :now, :now FROM {_PAGE} "
+    f":version, :cycle, :now, :now FROM {_PAGE} "
     "ON CONFLICT (ref) DO NOTHING RETURNING ref"
 )
 _PG_UPDATE_CHANGED = text(
     "UPDATE catalog_entities AS e SET entity = CAST(page.entity AS jsonb), hash = page.hash, "
-    "location_key = page.location_key, mark_cycle = :cycle, updated_at = :now "
+    "hash_version = :version, location_key = page.location_key, mark_cycle = :cycle, "
+    "updated_at = :now "
     f"FROM {_PAGE} WHERE e.ref = page.ref AND e.provider IS NOT DISTINCT FROM :provider"
 )
 _PG_MARK_SAME = text(
@@ -194,11 +199,21 @@ class PostgresEntityWriter(EntityWriter):
         return {row.ref: row for row in tx.conn.execute(_PG_EXISTING, {"refs": refs})}
 
     def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
-        params = {"provider": claim.provider, "cycle": claim.cycle_id, "now": tx.now}
+        params = {
+            "provider": claim.provider,
+            "cycle": claim.cycle_id,
+            "now": tx.now,
+            "version": CANONICAL_VERSION,
+        }
         return set(tx.conn.scalars(_PG_INSERT_NEW, {**params, **_page_arrays(new)}))
 
     def rewrite_changed(self, tx: Tx, claim: Claim, changed: list[PreparedEntity]) -> None:
-        params = {"provider": claim.provider, "cycle": claim.cycle_id, "now": tx.now}
+        params = {
+            "provider": claim.provider,
+            "cycle": claim.cycle_id,
+            "now": tx.now,
+            "version": CANONICAL_VERSION,
+        }
         tx.conn.execute(_PG_UPDATE_CHANGED, {**params, **_page_arrays(changed)})
 
     def mark_same(self, tx: Tx, claim: Claim, refs: list[str]) -> None:
@@ -215,7 +230,9 @@ class SQLiteEntityWriter(EntityWriter):
 
     def existing(self, tx: Tx, refs: list[str]) -> dict[str, Any]:
         e = m.entities.c
-        found = tx.conn.execute(select(e.ref, e.provider, e.hash).where(e.ref.in_(refs)))
+        found = tx.conn.execute(
+            select(e.ref, e.provider, e.hash, e.hash_version).where(e.ref.in_(refs))
+        )
         return {row.ref: row for row in found}
 
     def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
@@ -231,6 +248,7 @@ class SQLiteEntityWriter(EntityWriter):
                         "location_key": i.location_key,
                         "entity": i.canonical,
                         "hash": i.hash,
+                        "hash_version": CANONICAL_VERSION,
                         "mark_cycle": claim.cycle_id,
                         "created_at": tx.now,
                         "updated_at": tx.now,
@@ -248,6 +266,7 @@ class SQLiteEntityWriter(EntityWriter):
             .values(
                 entity=bindparam("b_entity"),
                 hash=bindparam("b_hash"),
+                hash_version=CANONICAL_VERSION,
                 location_key=bindparam("b_location"),
                 mark_cycle=claim.cycle_id,
                 updated_at=tx.now,
