@@ -256,33 +256,39 @@ class IncrementalIngestion:
     # -- worker wiring --------------------------------------------------------------------
 
     def _connect_signals(self) -> None:
-        def ours(sender: Any) -> bool:
-            app = getattr(sender, "app", None)
-            return app is self.celery_app
+        # Weak references: an ingestion no one holds any more (one a test made, say) is
+        # forgotten by Celery's signals too, and its database connections close with it.
+        worker_init.connect(self._on_worker_init, weak=True)
+        worker_process_init.connect(self._on_process_init, weak=True)
+        worker_ready.connect(self._on_worker_ready, weak=True)
 
-        def on_worker_init(sender: Any = None, **_: Any) -> None:
-            if not ours(sender):
-                return
-            prepare_broker(self.settings)
-            if self.settings.auto_migrate:
-                self.migrate()
-            if self._store is not None:
-                self._store.dispose()  # no connection crosses the fork into the pool
+    def _ours(self, sender: Any) -> bool:
+        return getattr(sender, "app", None) is self.celery_app
 
-        def on_process_init(**_: Any) -> None:
-            if self._store is not None:
-                self._store.dispose(close=False)
-            # What a pool process inherits lives as long as it does: keep it out of the
-            # collector's full passes, which otherwise scan all of it every few pages.
-            gc.freeze()
+    def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        if not self._ours(sender):
+            return
+        prepare_broker(self.settings)
+        if self.settings.auto_migrate:
+            self.migrate()
+        if self._store is not None:
+            self._store.dispose()  # no connection crosses the fork into the pool
 
-        def on_worker_ready(sender: Any = None, **_: Any) -> None:
-            if ours(sender):
-                self.tasks[RECONCILE].apply_async(queue=self.settings.queue)
+    def _on_process_init(self, **_: Any) -> None:
+        if self._store is not None:
+            self._store.dispose(close=False)
+        # What a pool process inherits lives as long as it does: keep it out of the
+        # collector's full passes, which otherwise scan all of it every few pages.
+        gc.freeze()
 
-        worker_init.connect(on_worker_init, weak=False)
-        worker_process_init.connect(on_process_init, weak=False)
-        worker_ready.connect(on_worker_ready, weak=False)
+    def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
+        if self._ours(sender):
+            self.tasks[RECONCILE].apply_async(queue=self.settings.queue)
+
+    def close(self) -> None:
+        """Close the database connections this ingestion holds (a worker never needs to)."""
+        if self._store is not None:
+            self._store.dispose()
 
 
 def __getattr__(name: str) -> Any:

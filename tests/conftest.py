@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -20,6 +21,15 @@ from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.brokers import is_amqp, remove_queue
 from tests.support.paths import PG_ADMIN_DSN, PG_HOST, RABBITMQ_URL, REDIS_URL, ROOT, unique
 from tests.support.workers import Workers
+
+
+@pytest.fixture(autouse=True)
+def _release_connections() -> Iterator[None]:
+    """What a test made is collected when it ends, and with it its database connections: a
+    long session never runs the server out of connections."""
+    yield
+    gc.collect()
+
 
 # -- databases ----------------------------------------------------------------------------
 
