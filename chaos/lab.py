@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chaos.app import build
 from chaos.servers import ThrowawayPostgres, ThrowawayRedis, WaitTimeout, wait_until
-from ingestion import Action, CycleStatus, IncrementalIngestion, Settings
+from ingestion import Action, CycleStatus, IncrementalIngestion, IngestionError, Settings
 from ingestion.store import models as m
 from providers.synthetic import SourceServer, SyntheticSource
 
@@ -409,7 +409,7 @@ class Lab:
         try:
             status = self.client.store.status(PROVIDER)
             bursts = [b for b in self.bursts() if fault is None or b["id"] > fault.bursts_before]
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, IngestionError) as exc:
             return f"status unavailable: {type(exc).__name__}"
         outcomes = Counter(b["outcome"] for b in bursts)
         shown = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
