@@ -91,6 +91,9 @@ class IncrementalIngestion:
             )
         if name in self.providers:
             raise ProviderConfigError(f"provider {name!r}: a provider of that name is registered")
+        # What this kind of provider needs (say, grace cycles for paging that can skip items),
+        # unless the caller says otherwise.
+        options = {**provider.default_options(), **options}
         self.providers[name] = Registered(provider, ProviderOptions.build(name, options))
 
     def registered(self, name: str) -> Registered:
@@ -119,6 +122,7 @@ class IncrementalIngestion:
                 self.providers,
                 page_timeout=self.settings.page_timeout,
                 time_limit_grace=self.settings.time_limit_grace,
+                lease_seconds=self.settings.lease_seconds,
             )
         return self._engine
 

@@ -37,7 +37,12 @@ from ingestion.api import (
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
 from ingestion.engine import BurstReport
-from ingestion.errors import ConfigurationError, IngestionError, ProviderConfigError
+from ingestion.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    IngestionError,
+    ProviderConfigError,
+)
 from ingestion.loader import APP_ENV, load_ingestion
 from ingestion.state import BurstOutcome
 from ingestion.store import Doorbell, ErrorKind
@@ -208,9 +213,16 @@ def _status_table(d: ProviderDetail) -> Table:
             f"#{c.id} ended {_when(c.ended_at)}: {c.entities} entities, {c.removed} removed, "
             f"took {took}",
         )
+    if d.current_cycle and d.current_cycle.phase != "ingest":
+        c = d.current_cycle
+        table.add_row("removal checks", f"{c.checked} candidates asked, {c.kept} still there")
     if d.blocked_sweep:
         b = d.blocked_sweep
         table.add_row("blocked sweep", f"{b.count} removals held back: {b.reason}")
+    if d.waiting_removals:
+        table.add_row(
+            "waiting removals", f"{d.waiting_removals} missing, kept by remove_after_missed_cycles"
+        )
     return table
 
 
@@ -329,6 +341,10 @@ def entities(
             provider=provider, kind=kind, after=after.lower() if after else None, limit=limit
         )
     ]
+    _entity_table(rows, limit, as_json)
+
+
+def _entity_table(rows: list[CatalogEntity], limit: int, as_json: bool) -> None:
     if as_json:
         _dump(rows)
         return
@@ -338,6 +354,52 @@ def entities(
     out.print(table)
     if len(rows) == limit:
         out.print(f"next page: --after {rows[-1].ref}")
+
+
+@cli.command()
+def held(
+    ctx: typer.Context,
+    name: NameArg,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Remove the held-back entities now.")
+    ] = False,
+    dismiss: Annotated[
+        bool, typer.Option("--dismiss", help="Keep them, and clear the block.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    after: Annotated[str | None, typer.Option(help="The last ref of the previous page.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The removals a sweep guard holds back; approve (remove) or dismiss (keep) them."""
+    ingestion = _ingestion(ctx)
+    _registered(ingestion, name)
+    if approve and dismiss:
+        fail("choose --approve or --dismiss, not both", 2)
+    if approve:
+        removed = ingestion.store.approve_held_removals(name)
+        out.print(f"provider {name!r}: {removed} held-back entities removed")
+        return
+    if dismiss:
+        kept = ingestion.store.dismiss_held_removals(name)
+        out.print(f"provider {name!r}: {kept} held-back entities kept; the block is cleared")
+        return
+    rows = ingestion.store.held_removals(name, after=after, limit=limit)
+    _entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
+
+
+@cli.command()
+def waiting(
+    ctx: typer.Context,
+    name: NameArg,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    after: Annotated[str | None, typer.Option(help="The last ref of the previous page.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Entities missing from the last cycle that remove_after_missed_cycles keeps for now."""
+    ingestion = _ingestion(ctx)
+    options = ingestion.registered(name).options
+    rows = ingestion.store.waiting_removals(name, options, after=after, limit=limit)
+    _entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
 
 
 # -- steering -----------------------------------------------------------------------------
@@ -531,6 +593,8 @@ def exit_code(exc: IngestionError) -> int:
 
 
 def _describe_error(exc: IngestionError) -> str:
+    if isinstance(exc, DatabaseUnavailable) and isinstance(exc.__cause__, SQLAlchemyError):
+        return database_message(exc.__cause__)
     if isinstance(exc, ProviderConfigError):
         return f"the app's provider configuration is invalid: {exc}"
     return str(exc)

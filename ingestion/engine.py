@@ -1,11 +1,18 @@
-"""One burst against a store: claim, ``around``/``next`` loop, page commits, transition."""
+"""One burst against a store: claim, ``around``/``next`` loop, page commits, transition.
+
+While a burst runs, a heartbeat renews its short lease, so that a dead worker's provider is
+taken over within seconds while a slow one keeps its step. How a burst ends decides the next
+step: the next burst, the checking phase, the sweep and the rest, a backoff, a wait, or parking.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -15,34 +22,29 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from ingestion.entities import PreparedEntity, describe, prepare
-from ingestion.errors import EntityRejected, LeaseLost, ProviderError, RetryAfter
-from ingestion.options import ProviderOptions
-from ingestion.provider import (
-    DeferredEntity,
-    EntityIteratorResult,
-    IncrementalEntityProvider,
-    Rejection,
+from ingestion.errors import (
+    DatabaseUnavailable,
+    IngestionError,
+    LeaseLost,
+    RetryAfter,
+    SourceRefused,
 )
-from ingestion.state import BurstOutcome
+from ingestion.options import ProviderOptions
+from ingestion.preparing import ContractBroken, prepare_check, prepare_page
+from ingestion.provider import IncrementalEntityProvider, RemovalCandidate, checks_removals
+from ingestion.state import BurstOutcome, Phase
 from ingestion.store import (
     Claim,
     Doorbell,
     LostBurst,
     Page,
     PageCommit,
-    Problem,
     Skip,
     Store,
     SweepResult,
 )
 
 log = logging.getLogger("ingestion.engine")
-
-
-class ContractBroken(ProviderError):
-    """A provider broke the interface (a result that is not a page, a cursor JSON cannot
-    encode, an ``around()`` that never calls ``burst``); the message says where."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class BurstReport:
     written: int = 0
     unchanged: int = 0
     rejected: int = 0
+    checked: int = 0  # removal candidates asked about
     duration: float = 0.0
     reason: str | None = None
     next: Doorbell | None = None
@@ -78,85 +81,6 @@ class BurstReport:
 
 
 ProgressCallback = Callable[[BurstReport], None]
-
-
-def prepare_page(provider_name: str, result: object, sequence: int) -> Page:
-    """Check what ``next()`` returned and turn it into a page ready to commit.
-
-    Invalid entities become error records; a result that is not a page, or a cursor JSON cannot
-    encode, fails the burst.
-    """
-    where = f"provider {provider_name!r}, page {sequence}"
-    if not isinstance(result, EntityIteratorResult):
-        raise ContractBroken(
-            f"{where}: next() returned {type(result).__name__}, expected EntityIteratorResult"
-        )
-    if not isinstance(result.done, bool):
-        raise ContractBroken(f"{where}: done must be true or false, got {result.done!r}")
-    try:
-        cursor = json.dumps(result.cursor, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ContractBroken(
-            f"{where}: next() returned a cursor of type {type(result.cursor).__name__} that "
-            f"JSON cannot encode ({exc}); a cursor must be made of JSON values"
-        ) from None
-    rejected: list[Problem] = []
-    warnings: list[Problem] = []
-    prepared: dict[str, PreparedEntity] = {}
-    for position, item in enumerate(result.entities or ()):
-        if not isinstance(item, DeferredEntity):
-            rejected.append(
-                Problem(
-                    f"#{position}",
-                    "deferred",
-                    f"{where}, entity #{position}: expected DeferredEntity, "
-                    f"got {type(item).__name__}",
-                )
-            )
-            continue
-        label = describe(item.entity) or f"#{position}"
-        try:
-            entity = prepare(item.entity, provider_name, item.location_key)
-        except EntityRejected as exc:
-            rejected.append(
-                Problem(label, exc.rule, f"{where}, entity #{position} ({label}): {exc.message}")
-            )
-            continue
-        if entity.ref in prepared:
-            del prepared[entity.ref]  # keep the last one, in its own position
-            warnings.append(
-                Problem(
-                    label,
-                    "duplicate",
-                    f"{where}: {entity.ref} appears more than once in the page; the last one wins",
-                    entity.ref,
-                )
-            )
-        prepared[entity.ref] = entity
-    for position, rejection in enumerate(result.rejections or ()):
-        if not isinstance(rejection, Rejection):
-            rejected.append(
-                Problem(
-                    f"rejection #{position}",
-                    "rejection",
-                    f"{where}, rejection #{position}: expected Rejection, "
-                    f"got {type(rejection).__name__}",
-                )
-            )
-            continue
-        rejected.append(
-            Problem(
-                rejection.subject[:500],
-                rejection.rule[:64],
-                f"{where}, {rejection.subject}: {rejection.message}",
-            )
-        )
-    kept = [
-        r.location_key
-        for r in result.rejections or ()
-        if isinstance(r, Rejection) and isinstance(r.location_key, str)
-    ]
-    return Page(list(prepared.values()), cursor, result.done, rejected, warnings, kept)
 
 
 def _describe_failure(exc: BaseException, where: str, timeout: float) -> str:
@@ -181,11 +105,15 @@ class Engine:
         *,
         page_timeout: float = 60.0,
         time_limit_grace: float = 10.0,
+        lease_seconds: float = 10.0,
+        database_retry: float = 1.0,
     ) -> None:
         self.store = store
         self.providers = providers
         self.page_timeout = page_timeout
         self.time_limit_grace = time_limit_grace
+        self.lease_seconds = lease_seconds
+        self.database_retry = database_retry
 
     def time_limits(self, name: str) -> tuple[float, float]:
         """The soft and hard time limits of one burst of ``name``."""
@@ -193,8 +121,8 @@ class Engine:
         return soft, soft + self.time_limit_grace
 
     def lease(self, name: str) -> timedelta:
-        # Longer than the hard time limit: a burst still alive is never taken over.
-        return timedelta(seconds=self.time_limits(name)[1] + self.time_limit_grace)
+        """How long a burst holds its provider without renewing (its heartbeat renews it)."""
+        return timedelta(seconds=self.lease_seconds)
 
     def run_step(
         self, name: str, ticket: int, owner: str, progress: ProgressCallback | None = None
@@ -222,6 +150,8 @@ class Engine:
     ) -> BurstReport:
         run = _BurstRun(self, registered, claim, progress)
         report = run.report
+        heartbeat = _Heartbeat(self.store, claim, run.lease)
+        heartbeat.start()
         try:
             run.around()
         except LeaseLost as exc:
@@ -231,30 +161,87 @@ class Engine:
         except RetryAfter as exc:
             # The source asked to wait (a rate limit): not a failure, so no backoff step.
             report.outcome = BurstOutcome.WAITING
-            report.reason = f"provider {claim.provider!r}, page {run.sequence}: {exc}"
+            report.reason = f"provider {claim.provider!r}, {run.where_short()}: {exc}"
             log.warning("burst paused: %s", report.reason)
             wait = timedelta(seconds=exc.seconds)
-            report.next = self.store.wait_burst(claim, wait, report.reason)
+            report.next = self._recorded(
+                run, lambda: self.store.wait_burst(claim, wait, report.reason or "")
+            )
             return self._finish(report, run.started)
         except Exception as exc:
-            where = (
-                f"provider {claim.provider!r}, cycle {claim.cycle_id}, burst {claim.burst}, "
-                f"page {run.sequence}"
-            )
-            message = _describe_failure(exc, where, self.page_timeout)
-            report.outcome, report.reason = BurstOutcome.FAILED, message.split("\n", 1)[0]
-            log.error("burst failed: %s", report.reason)
-            report.next = self.store.fail_burst(claim, message, registered.options)
+            self._failed(run, registered, exc)
             return self._finish(report, run.started)
+        finally:
+            heartbeat.stop()
         try:
-            report.next, report.sweep = self.store.finish_burst(
-                claim, done=run.done, lease=run.lease, options=registered.options
+            report.next, report.sweep = self._recorded(
+                run,
+                lambda: self.store.finish_burst(
+                    claim,
+                    done=run.done,
+                    lease=run.lease,
+                    options=registered.options,
+                    checks_removals=checks_removals(registered.provider),
+                ),
             )
         except LeaseLost as exc:
             report.outcome, report.reason = BurstOutcome.INTERRUPTED, str(exc)
             return self._finish(report, run.started)
-        report.outcome = BurstOutcome.DONE if run.done else BurstOutcome.CONTINUED
+        except DatabaseUnavailable as exc:
+            self._failed(run, registered, exc)
+            return self._finish(report, run.started)
+        completed = report.sweep is not None
+        report.outcome = BurstOutcome.DONE if completed else BurstOutcome.CONTINUED
         return self._finish(report, run.started)
+
+    def _failed(self, run: _BurstRun, registered: Registered, exc: BaseException) -> None:
+        """Record why the burst failed and schedule what follows: a retry once the database
+        answers, parking for a refusal, the backoff for anything else."""
+        claim, report = run.claim, run.report
+        message = _describe_failure(exc, run.where(), self.page_timeout)
+        report.outcome, report.reason = BurstOutcome.FAILED, message.split("\n", 1)[0]
+        log.error("burst failed: %s", report.reason)
+        page = run.sequence if claim.phase is Phase.INGEST else None
+        if isinstance(exc, DatabaseUnavailable):
+            retry = timedelta(seconds=self.database_retry)
+            report.next = self._recorded(
+                run, lambda: self.store.database_failure(claim, message, retry, page=page)
+            )
+        elif isinstance(exc, SourceRefused):
+            report.next = self._recorded(
+                run, lambda: self.store.park_burst(claim, message, page=page)
+            )
+        else:
+            problems = run.pending.rejected if run.pending is not None else []
+            if isinstance(exc, ContractBroken):
+                problems = problems or exc.problems
+            report.next = self._recorded(
+                run,
+                lambda: self.store.fail_burst(
+                    claim, message, registered.options, page=page, problems=problems
+                ),
+            )
+
+    def _recorded(self, run: _BurstRun, write: Callable[[], Any]) -> Any:
+        """Write how the burst ended; while the database does not answer, try again until the
+        burst's time is up (a worker whose database came back records the real cause)."""
+        soft, _ = self.time_limits(run.claim.provider)
+        deadline = run.started + soft - 1.0
+        while True:
+            try:
+                return write()
+            except DatabaseUnavailable as exc:
+                if time.monotonic() + self.database_retry >= deadline:
+                    log.error(
+                        "provider %s: could not record how burst %s ended, the database did "
+                        "not come back in time (%s); its lease will run out and the step be "
+                        "taken over",
+                        run.claim.provider,
+                        run.claim.burst,
+                        exc,
+                    )
+                    return None
+                time.sleep(self.database_retry)
 
     async def bounded(self, awaitable: Awaitable[Any]) -> Any:
         return await asyncio.wait_for(_as_coroutine(awaitable), self.page_timeout)
@@ -263,7 +250,7 @@ class Engine:
         report.duration = time.monotonic() - started
         log.info(
             "burst provider=%s cycle=%s burst=%s pages=%d entities=%d written=%d unchanged=%d "
-            "rejected=%d duration=%.3fs outcome=%s",
+            "rejected=%d checked=%d duration=%.3fs outcome=%s",
             report.provider,
             report.cycle_id,
             report.burst,
@@ -272,14 +259,48 @@ class Engine:
             report.written,
             report.unchanged,
             report.rejected,
+            report.checked,
             report.duration,
             report.outcome.value,
         )
         return report
 
 
+class _Heartbeat:
+    """Renews a running burst's lease every third of it, from a thread of its own, so that a
+    burst stuck in a long ``next()`` keeps its provider while its process lives."""
+
+    def __init__(self, store: Store, claim: Claim, lease: timedelta) -> None:
+        self.store = store
+        self.claim = claim
+        self.lease = lease
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"lease-{claim.provider}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while not self._stop.wait(interval):
+            try:
+                if not self.store.renew_lease(self.claim, self.lease):
+                    self.lost = True  # the next commit says so: LeaseLost
+                    return
+            except Exception as exc:  # the database is away: the next commit will tell
+                log.warning("provider %s: lease not renewed: %s", self.claim.provider, exc)
+
+
 class _BurstRun:
-    """The page loop of one claimed burst, handed to the provider's ``around()``."""
+    """The loop of one claimed burst, handed to the provider's ``around()``: pages in the
+    ingest phase, batches of removal checks in the checking phase."""
 
     def __init__(
         self,
@@ -290,6 +311,7 @@ class _BurstRun:
     ) -> None:
         self.engine = engine
         self.provider = registered.provider
+        self.options = registered.options
         self.claim = claim
         self.progress = progress
         self.lease = engine.lease(claim.provider)
@@ -300,8 +322,21 @@ class _BurstRun:
         self.deadline = self.started + registered.options.burst_length.total_seconds()
         self.cursor: Any = json.loads(claim.cursor) if claim.cursor is not None else None
         self.sequence = claim.next_sequence
+        self.check_after = claim.check_after
+        self.candidates: list[RemovalCandidate] = []
+        self.batches = 0
+        self.pending: Page | None = None  # the page being committed, for its error records
         self.done = False
         self.called = False
+
+    def where(self) -> str:
+        c = self.claim
+        return f"provider {c.provider!r}, cycle {c.cycle_id}, burst {c.burst}, {self.where_short()}"
+
+    def where_short(self) -> str:
+        if self.claim.phase is Phase.CHECK:
+            return f"removal checks after {self.check_after or 'the start'}"
+        return f"page {self.sequence}"
 
     def around(self) -> None:
         if inspect.iscoroutinefunction(self.provider.around):
@@ -316,15 +351,36 @@ class _BurstRun:
                 "burst(context)"
             )
 
+    def _call(self, context: Any) -> Any:
+        """The provider's next page, or its answer about the next batch of candidates."""
+        if self.claim.phase is Phase.CHECK:
+            candidates = self.engine.store.removal_candidates(
+                self.claim,
+                self.options,
+                after=self.check_after,
+                limit=self.options.removal_check_batch,
+            )
+            if not candidates:
+                return _NO_CANDIDATES
+            self.candidates = candidates
+            return self.provider.check_removals(context, candidates)
+        return self.provider.next(context, self.cursor)
+
     def sync_burst(self, context: Any) -> None:
         self.called = True
         runner: asyncio.Runner | None = None
         try:
             while True:
-                result = self.provider.next(context, self.cursor)
-                if inspect.isawaitable(result):
-                    runner = runner or asyncio.Runner()
-                    result = runner.run(self.engine.bounded(result))
+                for attempt in itertools.count():
+                    try:
+                        result = self._call(context)
+                        if inspect.isawaitable(result):
+                            runner = runner or asyncio.Runner()
+                            result = runner.run(self.engine.bounded(result))
+                        break
+                    except Exception as exc:
+                        self._retry_or_raise(exc, attempt)
+                        time.sleep(self._pause(attempt))
                 if self.commit(result):
                     return
         finally:
@@ -334,15 +390,53 @@ class _BurstRun:
     async def async_burst(self, context: Any) -> None:
         self.called = True
         while True:
-            result = self.provider.next(context, self.cursor)
-            if inspect.isawaitable(result):
-                result = await self.engine.bounded(result)
+            for attempt in itertools.count():
+                try:
+                    result = self._call(context)
+                    if inspect.isawaitable(result):
+                        result = await self.engine.bounded(result)
+                    break
+                except Exception as exc:
+                    self._retry_or_raise(exc, attempt)
+                    await asyncio.sleep(self._pause(attempt))
             if self.commit(result):
                 return
 
+    def _retry_or_raise(self, exc: Exception, attempt: int) -> None:
+        """A failing ``next()`` (or batch of checks) is asked again at the same cursor, up to
+        ``page_retries`` times while the burst has time; anything the engine itself raised, a
+        page that timed out, or a source that says wait or refuse, is not."""
+        if (
+            isinstance(exc, IngestionError | TimeoutError | SoftTimeLimitExceeded)
+            or attempt >= self.options.page_retries
+            or time.monotonic() >= self.deadline
+        ):
+            raise exc
+        log.warning(
+            "provider %s: %s failed (%s: %s); asking again",
+            self.claim.provider,
+            self.where_short(),
+            type(exc).__name__,
+            exc,
+        )
+
+    @staticmethod
+    def _pause(attempt: int) -> float:
+        return float(min(0.05 * 2**attempt, 1.0))
+
     def commit(self, result: object) -> bool:
-        """Commit one page; whether the burst should stop (source done or time is up)."""
+        """Commit one page or batch; whether the burst should stop (done, or time is up)."""
+        if self.claim.phase is Phase.CHECK:
+            self.commit_check(result)
+        else:
+            self.commit_page(result)
+        if self.progress is not None:
+            self.progress(self.report)
+        return self.done or time.monotonic() >= self.deadline
+
+    def commit_page(self, result: object) -> None:
         page = prepare_page(self.claim.provider, result, self.sequence)
+        self.pending = page
         # A hint for the writer: a page like the last one is likely unchanged too.
         last = self.report.commits[-1] if self.report.commits else None
         commit = self.engine.store.commit_page(
@@ -352,6 +446,7 @@ class _BurstRun:
             self.lease,
             expect_unchanged=last is None or last.unchanged > 0,
         )
+        self.pending = None
         report = self.report
         report.commits.append(commit)
         report.pages += 1
@@ -362,9 +457,25 @@ class _BurstRun:
         self.cursor = json.loads(page.cursor) if page.cursor is not None else None
         self.sequence += 1
         self.done = page.done
-        if self.progress is not None:
-            self.progress(report)
-        return self.done or time.monotonic() >= self.deadline
+
+    def commit_check(self, result: object) -> None:
+        if result is _NO_CANDIDATES:
+            self.done = True
+            return
+        self.batches += 1
+        batch = prepare_check(self.claim.provider, result, self.candidates, self.batches)
+        commit = self.engine.store.commit_check(self.claim, batch, self.lease)
+        report = self.report
+        report.checked += commit.checked
+        report.written += commit.written
+        report.unchanged += commit.unchanged
+        report.entities += commit.written + commit.unchanged
+        report.rejected += commit.rejected
+        self.check_after = batch.candidates[-1]
+        self.done = len(batch.candidates) < self.options.removal_check_batch
+
+
+_NO_CANDIDATES = object()
 
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:

@@ -12,6 +12,7 @@
     │   └── SourceRefused           a refusal retrying cannot fix; the provider is parked
     ├── EntityRejected              one entity breaks an envelope rule; the rest of its page commits
     ├── LeaseLost                   this worker no longer holds the step it was running
+    ├── DatabaseUnavailable         the database did not answer; the step is retried when it does
     └── RetryAfter                  the source asks to wait (a rate limit); no backoff step spent
 
 Operator surfaces map them to messages and exit codes (see :mod:`ingestion.cli`).
@@ -70,6 +71,14 @@ class LeaseLost(IngestionError):
     """This worker no longer holds the provider: another step replaced the one it was running."""
 
 
+class DatabaseUnavailable(IngestionError):
+    """The database could not be reached or dropped the connection; the message says why.
+
+    A burst that meets it records it (with its real cause) once the database answers again,
+    and its step runs again soon after, without spending a backoff step.
+    """
+
+
 class RetryAfter(IngestionError):
     """Raised by ``around()`` or ``next()`` when the source asks to wait, as a rate limit does.
 
@@ -86,6 +95,7 @@ class RetryAfter(IngestionError):
 __all__ = [
     "AppNotFound",
     "ConfigurationError",
+    "DatabaseUnavailable",
     "EntityRejected",
     "IngestionError",
     "InsecureConfiguration",

@@ -54,6 +54,11 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("ingestion_entities_unchanged", "Entities seen again with the same content.", "unchanged"),
     ("ingestion_entities_removed", "Entities removed by sweeps.", "removed"),
     ("ingestion_entities_rejected", "Entities rejected as invalid or owned elsewhere.", "rejected"),
+    (
+        "ingestion_removal_candidates_checked",
+        "Removal candidates a provider's removal checks asked the source about.",
+        "checked",
+    ),
 )
 
 

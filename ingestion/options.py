@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
 )
@@ -66,6 +67,14 @@ class ProviderOptions(BaseModel):
         description="Waits after successive failed bursts; after the last one the cycle is "
         "cancelled and a new one starts.",
     )
+    page_retries: StrictInt = Field(
+        2,
+        ge=0,
+        le=100,
+        description="How many times a burst asks again, at the same cursor, for a page (or a "
+        "batch of removal checks) that failed, before the burst fails and backs off; only while "
+        "burst_length has not elapsed.",
+    )
     reject_removals_above_percentage: Annotated[
         float | None, BeforeValidator(_percentage), Field(ge=0, le=100)
     ] = Field(
@@ -75,6 +84,24 @@ class ProviderOptions(BaseModel):
     )
     reject_empty_source_collections: StrictBool = Field(
         False, description="Hold back a sweep when the cycle saw no entity at all."
+    )
+    hold_removals_until_approved: StrictBool = Field(
+        False,
+        description="Removals a guard held back stay until an operator approves or dismisses "
+        "them, instead of going when a later cycle finds them still missing.",
+    )
+    remove_after_missed_cycles: StrictInt = Field(
+        1,
+        ge=1,
+        description="Remove an entity only once it was missing from this many consecutive "
+        "completed cycles (1: as soon as one completed cycle missed it).",
+    )
+    removal_check_batch: StrictInt = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="How many removal candidates a provider with removal checks is asked "
+        "about at a time.",
     )
 
     @field_validator("burst_length")

@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     )
     queue: str = Field("ingestion", description="The queue every ingestion task is sent to.")
     reconcile_interval: float = Field(
-        30.0, gt=0, description="Seconds between two runs of the reconciler (Celery beat)."
+        5.0,
+        gt=0,
+        description="Seconds between two runs of the reconciler (Celery beat): how soon a "
+        "step whose message was lost, or whose worker died, is announced again.",
     )
     resend_after: float = Field(
         5.0,
@@ -46,6 +49,13 @@ class Settings(BaseSettings):
     )
     page_timeout: float = Field(
         60.0, gt=0, description="The most one call of next() may take before the burst fails."
+    )
+    lease_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a burst holds its provider without renewing; a heartbeat renews "
+        "it every third of that while the burst runs, so a dead worker's provider is taken "
+        "over after at most this plus a reconciler period.",
     )
     time_limit_grace: float = Field(
         10.0,

@@ -7,20 +7,32 @@
                     v
       +------> [INGEST] --burst: pages until burst_length elapsed or done--+
       |             |                               |                      |
-      |   not done: wait burst_interval     error: attempts += 1          done
-      |             |                               |                      |
-      +-------------+      attempts <= len(backoff): [BACKOFF]              v
-                           wait backoff[attempts-1], then burst       sweep (guarded)
-                           attempts > len(backoff): cycle cancelled,       |
-                           no sweep, a new cycle begins now           [REST] rest_length
+      |   not done: wait burst_interval     error: see "failures"        done
+      |             |                                                      |
+      +-------------+                          provider checks removals?   |
+                                                 yes: [CHECK] bursts ask the source about
+                                                      the removal candidates, in batches
+                                                 no, or checks done:       |
+                                                                           v
+                                                                   sweep (guarded)
+                                                                           |
+                                                                  [REST] rest_length
                                                                            |
                                                                        new cycle
 
-A burst whose source asks to wait (``RetryAfter``, a rate limit) repeats its step after the
-wait, its attempts unchanged.
+Failures: a burst that raised waits the next step of the backoff list ([BACKOFF], then the
+open cycle's phase goes on from its last committed page). A burst that committed something
+before it failed *made progress*: the count starts again from the first step, so a source that
+fails now and then still finishes its cycles. After a failure on the last step (no progress
+through the whole backoff list) the cycle is cancelled and a new one begins. A burst whose
+worker vanished (its lease expired) and that had made progress is retried at once. A burst
+whose source asks to wait (``RetryAfter``) or whose database went away repeats its step after
+the wait, its attempts unchanged. A source that refuses for good (``SourceRefused``) *parks*
+the provider ([PARKED]) until an operator starts it.
 
-An operator may also *trigger* (the due step runs now), *start* (close the open cycle as
-cancelled and begin a new one now) and *cancel* (close the open cycle and rest).
+An operator may also *trigger* (the due step runs now; a parked provider begins a new cycle),
+*start* (close the open cycle as cancelled and begin a new one now) and *cancel* (close the
+open cycle and rest).
 
 Every function here takes the current schedule and the database's ``now`` and returns a
 :class:`Transition`; the store applies it with a guarded update.
@@ -39,8 +51,17 @@ class Action(StrEnum):
     """What a provider does when its ``due_at`` comes: the one vocabulary of the schedule."""
 
     INGEST = "ingest"  # run the next burst of the open cycle
-    BACKOFF = "backoff"  # retry the open cycle after a failed burst
+    CHECK = "check"  # the source is read; ask it about the removal candidates, then sweep
+    BACKOFF = "backoff"  # retry the open cycle's phase after a failed burst
     REST = "rest"  # no open cycle; a new one begins when due
+    PARKED = "parked"  # the source refused for good; nothing runs until an operator starts it
+
+
+class Phase(StrEnum):
+    """What the bursts of an open cycle do."""
+
+    INGEST = "ingest"  # read the source page by page
+    CHECK = "check"  # ask the source about the entities the sweep would remove
 
 
 class CycleStatus(StrEnum):
@@ -94,7 +115,7 @@ class Schedule:
 
     @property
     def cycle_open(self) -> bool:
-        return self.action is not Action.REST
+        return self.action not in (Action.REST, Action.PARKED)
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,7 @@ def begin_cycle(now: datetime) -> Transition:
 def claim_step(current: Schedule, now: datetime, *, has_cycle: bool) -> Transition:
     """A worker claims the due step: the end of a rest opens a cycle, any other step runs in
     the open one. The ticket stays: the claim holds the step, it does not replace it."""
-    if current.action is Action.REST or not has_cycle:
+    if not current.cycle_open or not has_cycle:
         return begin_cycle(now)
     return Transition(current)
 
@@ -124,8 +145,13 @@ def reset(now: datetime) -> Transition:
     return Transition(Schedule(Action.REST, now, 0))
 
 
-def after_burst(done: bool, now: datetime, options: ProviderOptions) -> Transition:
-    """A burst ended without error: the next burst, or (source exhausted) the rest."""
+def after_burst(
+    done: bool, now: datetime, options: ProviderOptions, *, check_next: bool = False
+) -> Transition:
+    """A burst ended without error: the next burst; or, the source read to its end, the
+    checking phase (``check_next``) or the sweep and the rest."""
+    if done and check_next:
+        return Transition(Schedule(Action.CHECK, now, 0))
     if done:
         return Transition(
             Schedule(Action.REST, now + options.rest_length, 0),
@@ -134,9 +160,24 @@ def after_burst(done: bool, now: datetime, options: ProviderOptions) -> Transiti
     return Transition(Schedule(Action.INGEST, now + options.burst_interval, 0))
 
 
-def after_failure(current: Schedule, now: datetime, options: ProviderOptions) -> Transition:
-    """A burst failed: wait the next backoff step, or after the last one start over."""
-    attempts = current.attempts + 1
+def after_check_burst(done: bool, now: datetime, options: ProviderOptions) -> Transition:
+    """A burst of removal checks ended: more checks after the interval, or (every candidate
+    asked) the sweep, the end of the cycle and the rest."""
+    if done:
+        return after_burst(True, now, options)
+    return Transition(Schedule(Action.CHECK, now + options.burst_interval, 0))
+
+
+def after_failure(
+    current: Schedule, now: datetime, options: ProviderOptions, *, progressed: bool = False
+) -> Transition:
+    """A burst failed: wait the next backoff step, or after the last one start over.
+
+    ``progressed``: the burst committed something first. Its failure then counts as the first
+    of a new run of failures, so only a source that makes no progress through the whole
+    backoff list gets its cycle cancelled.
+    """
+    attempts = 1 if progressed else current.attempts + 1
     if attempts <= len(options.backoff):
         return Transition(Schedule(Action.BACKOFF, now + options.backoff[attempts - 1], attempts))
     return Transition(
@@ -144,17 +185,42 @@ def after_failure(current: Schedule, now: datetime, options: ProviderOptions) ->
     )
 
 
+def after_lost_burst(
+    current: Schedule, now: datetime, options: ProviderOptions, *, progressed: bool
+) -> Transition:
+    """A burst's worker vanished (its lease expired). One that had made progress is retried
+    at once, its attempts unchanged: a killed worker is not the source's fault. One that had
+    not counts as a failure, so a provider that kills its worker does not loop."""
+    if progressed:
+        return Transition(Schedule(Action.BACKOFF, now, current.attempts))
+    return after_failure(current, now, options)
+
+
 def after_rate_limit(current: Schedule, now: datetime, wait: timedelta) -> Transition:
     """The source asked to wait (a rate limit): the same step again after ``wait``.
 
     No attempt is counted and none is forgiven: a wait is not a failure.
     """
-    action = Action.INGEST if current.action is Action.REST else current.action
+    action = Action.INGEST if not current.cycle_open else current.action
     return Transition(Schedule(action, now + max(wait, timedelta(0)), current.attempts))
 
 
+def after_database_failure(current: Schedule, now: datetime, wait: timedelta) -> Transition:
+    """The database went away mid-burst: once it is back, the same step again soon. Not the
+    source's fault, so no attempt is counted."""
+    return after_rate_limit(current, now, wait)
+
+
+def park(now: datetime) -> Transition:
+    """The source refused for good (``SourceRefused``): close the cycle and wait for an
+    operator; the reconciler announces nothing for a parked provider."""
+    return Transition(Schedule(Action.PARKED, now, 0), close_cycle=CycleStatus.CANCELLED)
+
+
 def operator_trigger(current: Schedule, now: datetime) -> Transition:
-    """Run the pending step now, whatever it is."""
+    """Run the pending step now, whatever it is; a parked provider begins a new cycle."""
+    if current.action is Action.PARKED:
+        return begin_cycle(now)
     return Transition(replace(current, due_at=now))
 
 
@@ -165,7 +231,8 @@ def operator_start(current: Schedule, now: datetime) -> Transition:
 
 
 def operator_cancel(current: Schedule, now: datetime, options: ProviderOptions) -> Transition:
-    """Cancel the open cycle (no sweep) and rest; ``start`` begins a new one at any time."""
+    """Cancel the open cycle (no sweep) and rest; ``start`` begins a new one at any time.
+    A resting or parked provider is left as it is."""
     if not current.cycle_open:
         return Transition(current)
     return Transition(
@@ -203,10 +270,22 @@ def decide_sweep(
     ``reject_empty_source_collections`` is set. Otherwise confirmed removals go, and fresh ones
     go unless they exceed ``reject_removals_above_percentage`` of what the provider owns.
 
-    ``cycle`` is the completed cycle and ``blocked_cycle`` the one an earlier blocked sweep
-    recorded; the decision says which cycle a block is measured against from now on. An empty
-    cycle is no evidence of removal, so it keeps the earlier block as it was.
+    ``cycle`` is the cycle the removals are measured against (the completed one, or with
+    ``remove_after_missed_cycles`` the oldest of the last completed cycles that must all have
+    missed an entity) and ``blocked_cycle`` the one an earlier blocked sweep recorded; the
+    decision says which cycle a block is measured against from now on. An empty cycle is no
+    evidence of removal, so it keeps the earlier block as it was.
+
+    With ``hold_removals_until_approved``, held-back removals are never applied by a later
+    cycle: they wait for an operator to approve or dismiss them, while fresh removals within
+    the guards still go.
     """
+    hold = options.hold_removals_until_approved
+    until = (
+        "they stay until an operator approves or dismisses them (hold_removals_until_approved)"
+        if hold
+        else "a later cycle that finds them missing again removes them"
+    )
     if marked == 0 and options.reject_empty_source_collections and fresh + confirmed > 0:
         return SweepDecision(
             False,
@@ -220,11 +299,17 @@ def decide_sweep(
         share = 100.0 * fresh / owned
         if share > limit:
             return SweepDecision(
-                confirmed > 0,
+                confirmed > 0 and not hold,
                 False,
                 f"{fresh} of {owned} entities ({share:.1f}%) would be removed, above the "
-                f"{limit:g}% limit (reject_removals_above_percentage); a later cycle that "
-                "finds them missing again removes them",
+                f"{limit:g}% limit (reject_removals_above_percentage); {until}",
                 blocked_cycle if marked == 0 else cycle,
             )
+    if hold and confirmed > 0:
+        return SweepDecision(
+            False,
+            fresh > 0,
+            f"{confirmed} removal(s) held back by an earlier guard; {until}",
+            blocked_cycle,
+        )
     return SweepDecision(confirmed > 0, fresh > 0, None)

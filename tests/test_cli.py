@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ingestion.store import Store
-from providers.synthetic import SourceServer
+from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.paths import ROOT
 from tests.support.processes import Service, free_port, http_ready, ingestion_cli
 
@@ -294,3 +294,44 @@ def test_a_missing_app_or_database_is_a_clear_error(cli: Cli) -> None:
     assert "the database could not answer" in down.stderr
     assert "pw-not-shown" not in down.stderr
     assert "Traceback" not in down.stderr
+
+
+@pytest.fixture
+def guarded(tmp_path: Path, source: SyntheticSource, source_server: SourceServer) -> Cli:
+    """A provider whose guard holds removals until approved, and a catalog it ingested."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = Store(url)
+    store.migrate()
+    store.dispose()
+    options = {
+        **FAST,
+        "reject_removals_above_percentage": 10,
+        "hold_removals_until_approved": True,
+    }
+    providers = [{"name": "services", "url": source_server.url, "per_page": 50, "options": options}]
+    cli = Cli(cli_env(url, tmp_path, providers), url, tmp_path)
+    cli("run", "services")
+    source.drop(0.5)  # half the source goes: above the guard's 10%
+    cli("run", "services")
+    return cli
+
+
+@pytest.mark.timeout(120)
+def test_held_removals_are_listed_and_approved(guarded: Cli, source: SyntheticSource) -> None:
+    held = guarded.json("held", "services", "--limit", "1000")
+    assert len(held) == 300
+    status = guarded.json("status", "services")
+    assert status["blocked_sweep"]["held_until_approved"] is True
+    assert "300 removals held back" in guarded("status", "services").stdout
+    assert "300 held-back entities removed" in guarded("held", "services", "--approve").stdout
+    assert guarded.json("status", "services")["blocked_sweep"] is None
+    assert guarded.json("held", "services") == []
+    assert guarded.json("status", "services")["entities"] == len(source.refs())
+
+
+@pytest.mark.timeout(120)
+def test_held_removals_are_dismissed(guarded: Cli) -> None:
+    assert "300 held-back entities kept" in guarded("held", "services", "--dismiss").stdout
+    status = guarded.json("status", "services")
+    assert status["blocked_sweep"] is None and status["entities"] == 600
+    assert "not both" in guarded("held", "services", "--approve", "--dismiss", code=2).stderr

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from ingestion import Action, DeferredEntity, EntityIteratorResult, IncrementalEntityProvider
-from ingestion.engine import prepare_page
 from ingestion.errors import RetryAfter
+from ingestion.preparing import prepare_page
 from ingestion.provider import Rejection
 from ingestion.state import CycleStatus, Schedule, after_rate_limit
 from ingestion.store import ErrorKind

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -80,7 +81,10 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
 ) -> None:
     source.count, source.delay = 1000, 0.1  # 40 pages of 0.1 s, bursts of about 1.5 s
     spec = provider_spec(source_server, burst_length=1.5)
-    workers = workers_factory(pg_url, redis_url, [spec])
+    # The default lease, reconciler period and resend delay: recovery as deployed
+    workers = workers_factory(
+        pg_url, redis_url, [spec], reconcile_interval=5, resend_after=5, lease_seconds=10
+    )
     workers.start("w1")
     workers.start("w2")
     workers.start_beat()
@@ -95,6 +99,7 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     victim_burst = wait_until(running_burst, timeout=60, what="a burst in progress")
     victim = str(victim_burst["worker"]).split("@", 1)[0]
     survivor = "w2" if victim == "w1" else "w1"
+    killed_at = datetime.now(UTC)
     workers.kill(victim)
 
     wait_for_completed(client, 1, timeout=90)
@@ -110,6 +115,46 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     after = [b for b in bursts if b["id"] > victim_burst["id"] and b["outcome"] != "lost"]
     assert after and all(b["worker"].startswith(f"{survivor}@") for b in after)
     assert sum(b["pages"] for b in bursts) == 40, "no page committed twice"
+    # Replaced within 20 s: the lease (10 s) plus a reconciler period (5 s), and the lost burst,
+    # which had made progress, retried at once
+    replaced = min(b["started_at"] for b in after)
+    assert (replaced - killed_at).total_seconds() < 20
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_stopped_warm_mid_burst_hands_over_at_once(
+    pg_url: str,
+    redis_url: str,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    source.count, source.delay = 1000, 0.1
+    spec = provider_spec(source_server, burst_length=1.5)
+    workers = workers_factory(
+        pg_url, redis_url, [spec], reconcile_interval=5, resend_after=5, lease_seconds=10
+    )
+    workers.start("w1")
+    workers.start("w2")
+    client = client_ingestion(workers)
+
+    def running_burst() -> dict[str, Any] | None:
+        for burst in client.store.bursts("services"):
+            if burst["outcome"] == "running" and burst["pages"] >= 1:
+                return burst
+        return None
+
+    burst = wait_until(running_burst, timeout=60, what="a burst in progress")
+    victim = str(burst["worker"]).split("@", 1)[0]
+    workers.terminate(victim)  # SIGTERM: a warm shutdown lets the burst end as usual
+    wait_for_completed(client, 1, timeout=90)
+    bursts = {b["id"]: b for b in client.store.bursts("services", limit=1000)}
+    assert bursts[burst["id"]]["outcome"] == "continued"
+    following = bursts[min(i for i in bursts if i > burst["id"])]
+    handed_over = (following["started_at"] - bursts[burst["id"]]["ended_at"]).total_seconds()
+    assert handed_over < 3, "the next burst starts at once on the other worker, no lease to wait"
+    assert not [b for b in bursts.values() if b["outcome"] == "lost"]
+    assert set(client.catalog.refs("services")) == source.refs()
 
 
 @pytest.mark.timeout(120)

@@ -31,8 +31,10 @@ from ingestion.api.bodies import (
     ErrorRecord,
     Errors,
     Health,
+    Kept,
     ProviderDetail,
     ProviderSummary,
+    Removed,
     Step,
     checkpoint,
     provider_detail,
@@ -40,7 +42,7 @@ from ingestion.api.bodies import (
 )
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
-from ingestion.errors import InsecureConfiguration, UnknownProvider
+from ingestion.errors import DatabaseUnavailable, InsecureConfiguration, UnknownProvider
 from ingestion.store import Doorbell, ErrorKind, stats
 
 log = logging.getLogger("ingestion.api")
@@ -89,8 +91,8 @@ def create_api(
             log.warning("the admin API runs WITHOUT a token: anyone who reaches it can steer")
         try:
             ingestion.store.ensure_providers(ingestion.providers)
-        except SQLAlchemyError as exc:
-            log.warning("could not register the providers in the database yet: %s", _first(exc))
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            log.warning("could not register the providers in the database yet: %s", exc)
         yield
 
     api = FastAPI(
@@ -165,9 +167,11 @@ def _incremental_router(ingestion: IncrementalIngestion) -> APIRouter:
         """Healthy, or the providers with more than one open cycle (no token needed)."""
         try:
             duplicated = stats.open_cycles(ingestion.store.db)
-        except SQLAlchemyError as exc:
-            log.warning("health check: %s", _first(exc))
-            body = Health(healthy=False, error=database_message(exc))
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+            log.warning("health check: %s", exc)
+            message = database_message(cause) if isinstance(cause, SQLAlchemyError) else str(exc)
+            body = Health(healthy=False, error=message)
             return JSONResponse(body.model_dump(mode="json"), status_code=503)
         return Health(healthy=not duplicated, providers=duplicated)
 
@@ -251,6 +255,49 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def cleanup() -> Deleted:
         """Delete the checkpoints of every provider's closed cycles."""
         return delete_checkpoints(None)
+
+    def entities_page(rows: list[dict[str, Any]], limit: int) -> Entities:
+        items = [CatalogEntity.from_row(r) for r in rows]
+        return Entities(items=items, next_after=items[-1].ref if len(items) == limit else None)
+
+    @router.get("/providers/{name}/held-removals", response_model=Entities)
+    def held_removals(
+        name: Name,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[
+            str | None, Query(description="The last ref of the previous page.")
+        ] = None,
+    ) -> Entities:
+        """The entities a sweep guard holds back from removal, in ref order."""
+        rows = ingestion.store.held_removals(name, after=after, limit=limit)
+        return entities_page(rows, limit)
+
+    @router.post("/providers/{name}/held-removals/approve", response_model=Removed)
+    def approve_held_removals(name: Name) -> Removed:
+        """Remove the held-back entities now and clear the block."""
+        removed = ingestion.store.approve_held_removals(name)
+        return Removed(
+            removed=removed, message=f"provider {name!r}: {removed} held-back entities removed"
+        )
+
+    @router.post("/providers/{name}/held-removals/dismiss", response_model=Kept)
+    def dismiss_held_removals(name: Name) -> Kept:
+        """Keep the held-back entities and clear the block."""
+        kept = ingestion.store.dismiss_held_removals(name)
+        return Kept(kept=kept, message=f"provider {name!r}: {kept} held-back entities kept")
+
+    @router.get("/providers/{name}/waiting-removals", response_model=Entities)
+    def waiting_removals(
+        name: Name,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[
+            str | None, Query(description="The last ref of the previous page.")
+        ] = None,
+    ) -> Entities:
+        """Entities missing from the last completed cycle that remove_after_missed_cycles keeps."""
+        options = ingestion.registered(name).options
+        rows = ingestion.store.waiting_removals(name, options, after=after, limit=limit)
+        return entities_page(rows, limit)
 
     @router.get("/providers/{name}/errors", response_model=Errors)
     def errors(
@@ -350,3 +397,11 @@ def _install_error_handlers(api: FastAPI) -> None:
     async def database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.error("database error: %s", _first(exc))
         return _error(503, database_message(exc))
+
+    @api.exception_handler(DatabaseUnavailable)
+    async def database_unavailable(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        cause = exc.__cause__
+        if isinstance(cause, SQLAlchemyError):
+            return await database_error(_, cause)
+        log.error("database error: %s", exc)
+        return _error(503, str(exc))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from ingestion.catalog import CatalogEntity
 from ingestion.errors import UnknownProvider
 from ingestion.options import ProviderOptions
-from ingestion.state import Action
+from ingestion.state import Action, Phase
 from ingestion.store import Doorbell
 
 if TYPE_CHECKING:
@@ -39,12 +39,18 @@ class Health(BaseModel):
 class CycleProgress(BaseModel):
     id: int
     started_at: datetime
+    phase: Phase = Field(
+        description="ingest (reading the source), or check (asking the source about the "
+        "removal candidates before the sweep)."
+    )
     bursts: int
     pages: int
     entities: int = Field(description="Entities marked in this cycle so far.")
     written: int
     unchanged: int
     rejected: int
+    checked: int = Field(description="Removal candidates asked about so far.")
+    kept: int = Field(description="Candidates the source still holds (not removed).")
 
 
 class CycleSummary(CycleProgress):
@@ -57,8 +63,13 @@ class CycleSummary(CycleProgress):
 
 class BlockedSweep(BaseModel):
     reason: str
-    count: int = Field(description="Removals held back until a later cycle confirms them.")
+    count: int = Field(description="Removals held back (listed by /held-removals).")
     since_cycle: int | None
+    held_until_approved: bool = Field(
+        False,
+        description="Whether they wait for an operator (hold_removals_until_approved) rather "
+        "than for a later cycle that finds them still missing.",
+    )
 
 
 class LastError(BaseModel):
@@ -87,6 +98,11 @@ class ProviderDetail(ProviderSummary):
     current_cycle: CycleProgress | None
     last_completed_cycle: CycleSummary | None
     blocked_sweep: BlockedSweep | None
+    waiting_removals: int = Field(
+        0,
+        description="Entities missing from the last completed cycle that "
+        "remove_after_missed_cycles keeps for now (listed by /waiting-removals).",
+    )
     options: ProviderOptions = Field(description="The engine options; durations in seconds.")
 
 
@@ -139,12 +155,22 @@ class Entities(BaseModel):
     next_after: str | None = Field(description="Pass as ?after= for the next page.")
 
 
+class Removed(BaseModel):
+    removed: int
+    message: str
+
+
+class Kept(BaseModel):
+    kept: int
+    message: str
+
+
 def provider_detail(ingestion: IncrementalIngestion, name: str) -> ProviderDetail:
     """Where the registered provider ``name`` stands, as the API and the CLI show it."""
     options = ingestion.registered(name).options
     entities = ingestion.store.count_entities(name)
     try:
-        status = ingestion.store.status(name)
+        status = ingestion.store.status(name, options)
     except UnknownProvider:
         return ProviderDetail(
             name=name,
@@ -188,7 +214,14 @@ def provider_detail(ingestion: IncrementalIngestion, name: str) -> ProviderDetai
         last_error=last_error,
         current_cycle=CycleProgress(**status.current_cycle) if status.current_cycle else None,
         last_completed_cycle=summary,
-        blocked_sweep=BlockedSweep(**status.blocked_sweep) if status.blocked_sweep else None,
+        blocked_sweep=(
+            BlockedSweep(
+                **status.blocked_sweep, held_until_approved=options.hold_removals_until_approved
+            )
+            if status.blocked_sweep
+            else None
+        ),
+        waiting_removals=status.waiting_removals,
         options=options,
     )
 

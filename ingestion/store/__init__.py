@@ -2,6 +2,8 @@
 
 from ingestion.store.database import Database, Tx, create_sql_engine
 from ingestion.store.records import (
+    CheckBatch,
+    CheckCommit,
     Claim,
     Doorbell,
     ErrorKind,
@@ -16,6 +18,8 @@ from ingestion.store.records import (
 from ingestion.store.store import Store
 
 __all__ = [
+    "CheckBatch",
+    "CheckCommit",
     "Claim",
     "Database",
     "Doorbell",

@@ -17,7 +17,10 @@ import sqlalchemy
 from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
+
+from ingestion.errors import DatabaseUnavailable
 
 
 def _connect_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -63,6 +66,27 @@ def create_sql_engine(url: str) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(url, pool_pre_ping=True)
 
 
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Turn a lost or refused connection into :class:`DatabaseUnavailable`."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailable(f"the database did not answer: {_first_line(exc)}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(
+                f"the database connection was lost: {_first_line(exc)}"
+            ) from exc
+        raise
+
+
+def _first_line(exc: DBAPIError) -> str:
+    origin = exc.orig if exc.orig is not None else exc
+    text = str(origin).strip().split("\n", 1)[0]
+    return (text or type(origin).__name__)[:300]
+
+
 @dataclass(frozen=True)
 class Tx:
     """An open writing transaction and the database's time when it began."""
@@ -81,8 +105,12 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        """A writing transaction (on SQLite it holds the write lock from its start)."""
-        with self.sql_engine.connect() as conn:
+        """A writing transaction (on SQLite it holds the write lock from its start).
+
+        A database that cannot be reached, or that drops the connection, raises
+        :class:`~ingestion.errors.DatabaseUnavailable`; nothing of the transaction commits.
+        """
+        with _unavailable(), self.sql_engine.connect() as conn:
             conn.execution_options(ingestion_write=True)
             with conn.begin():
                 yield Tx(conn, self.now(conn))
@@ -90,7 +118,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A reading transaction."""
-        with self.sql_engine.connect() as conn, conn.begin():
+        with _unavailable(), self.sql_engine.connect() as conn, conn.begin():
             yield conn
 
     def now(self, conn: Connection) -> datetime:

@@ -115,7 +115,13 @@ cycles = Table(
     ),
     Column("provider", String(255), nullable=False, index=True),
     Column("status", String(16), nullable=False),  # state.CycleStatus
+    Column("phase", String(16), nullable=False, default="ingest"),  # state.Phase
     Column("cursor", Text, nullable=True),  # JSON of the next page's cursor
+    # The checking phase: the last removal candidate asked about (candidates go in ref order),
+    # how many were asked about, and how many of them the source still holds (kept).
+    Column("check_after", String(512), nullable=True),
+    Column("checked", Integer, nullable=False, default=0),
+    Column("kept", Integer, nullable=False, default=0),
     Column("bursts", Integer, nullable=False, default=0),
     Column("pages", Integer, nullable=False, default=0),
     Column("entities", Integer, nullable=False, default=0),  # marked in this cycle
@@ -168,6 +174,7 @@ bursts = Table(
     Column("written", Integer, nullable=False, default=0),  # inserted or changed
     Column("unchanged", Integer, nullable=False, default=0),
     Column("rejected", Integer, nullable=False, default=0),
+    Column("checked", Integer, nullable=False, default=0),  # removal candidates asked about
     Column("removed", Integer, nullable=False, default=0),  # by the sweep after this burst
     Column("error", Text, nullable=True),
     Column("started_at", UTCDateTime(), nullable=False),

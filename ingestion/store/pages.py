@@ -20,7 +20,15 @@ from sqlalchemy import bindparam, insert, select, text, update
 from ingestion.entities import PreparedEntity
 from ingestion.store import models as m
 from ingestion.store.database import Database, Tx
-from ingestion.store.records import Claim, ErrorKind, Page, PageCommit, Problem
+from ingestion.store.records import (
+    CheckBatch,
+    CheckCommit,
+    Claim,
+    ErrorKind,
+    Page,
+    PageCommit,
+    Problem,
+)
 from ingestion.store.transitions import hold_lease
 
 
@@ -271,6 +279,36 @@ def entity_writer_for(db: Database) -> EntityWriter:
     return SQLiteEntityWriter(db)
 
 
+def _record_problems(
+    tx: Tx,
+    claim: Claim,
+    page: int | None,
+    rejected: Sequence[Problem],
+    warnings: Sequence[Problem],
+) -> None:
+    problems = [(ErrorKind.ENTITY, p) for p in rejected]
+    problems += [(ErrorKind.WARNING, p) for p in warnings]
+    if not problems:
+        return
+    tx.conn.execute(
+        insert(m.errors),
+        [
+            {
+                "provider": claim.provider,
+                "cycle_id": claim.cycle_id,
+                "page": page,
+                "kind": kind.value,
+                "entity": p.entity,
+                "ref": p.ref,
+                "rule": p.rule,
+                "message": p.message,
+                "created_at": tx.now,
+            }
+            for kind, p in problems
+        ],
+    )
+
+
 def commit_page(
     tx: Tx,
     writer: EntityWriter,
@@ -306,26 +344,7 @@ def commit_page(
             created_at=tx.now,
         )
     )
-    problems = [(ErrorKind.ENTITY, p) for p in rejected]
-    problems += [(ErrorKind.WARNING, p) for p in page.warnings]
-    if problems:
-        tx.conn.execute(
-            insert(m.errors),
-            [
-                {
-                    "provider": claim.provider,
-                    "cycle_id": claim.cycle_id,
-                    "page": sequence,
-                    "kind": kind.value,
-                    "entity": p.entity,
-                    "ref": p.ref,
-                    "rule": p.rule,
-                    "message": p.message,
-                    "created_at": tx.now,
-                }
-                for kind, p in problems
-            ],
-        )
+    _record_problems(tx, claim, sequence, rejected, page.warnings)
     counters = {
         "pages": 1,
         "entities": written + unchanged,
@@ -346,3 +365,61 @@ def commit_page(
         .values(**{k: b[k] + v for k, v in counters.items()})
     )
     return PageCommit(sequence, written, unchanged, len(rejected))
+
+
+def commit_check(
+    tx: Tx, writer: EntityWriter, claim: Claim, batch: CheckBatch, lease: timedelta
+) -> CheckCommit:
+    """Commit what the source said about a batch of removal candidates, in one transaction:
+    fresh entities of those still present are written and marked, candidates not confirmed
+    gone are marked (kept for this cycle), and the checking phase moves past the batch. Those
+    confirmed gone stay unmarked: the sweep removes them."""
+    hold_lease(tx, claim, lease)
+    page = batch.present
+    writes = writer.write(tx, claim, page.entities, expect_unchanged=True)
+    kept_refs = [ref for ref in batch.candidates if ref not in batch.gone]
+    e = m.entities.c
+    kept = 0
+    if kept_refs:
+        kept = int(
+            tx.conn.execute(
+                update(m.entities)
+                .where(
+                    e.provider == claim.provider,
+                    e.ref.in_(kept_refs),
+                    e.mark_cycle < claim.cycle_id,
+                )
+                .values(mark_cycle=claim.cycle_id)
+            ).rowcount
+        )
+    present = {item.ref for item in page.entities}
+    kept += sum(1 for ref in kept_refs if ref in present)  # marked by the writer
+    rejected = [*page.rejected, *writes.conflicts]
+    _record_problems(tx, claim, None, rejected, page.warnings)
+    checked = len(batch.candidates)
+    c = m.cycles.c
+    tx.conn.execute(
+        update(m.cycles)
+        .where(c.id == claim.cycle_id)
+        .values(
+            check_after=batch.candidates[-1] if batch.candidates else c.check_after,
+            checked=c.checked + checked,
+            kept=c.kept + kept,
+            written=c.written + writes.written,
+            unchanged=c.unchanged + writes.unchanged,
+            rejected=c.rejected + len(rejected),
+        )
+    )
+    b = m.bursts.c
+    tx.conn.execute(
+        update(m.bursts)
+        .where(b.id == claim.burst_id)
+        .values(
+            checked=b.checked + checked,
+            written=b.written + writes.written,
+            unchanged=b.unchanged + writes.unchanged,
+            rejected=b.rejected + len(rejected),
+        )
+    )
+    gone = checked - kept
+    return CheckCommit(checked, kept, gone, writes.written, writes.unchanged, len(rejected))

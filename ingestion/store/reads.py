@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from ingestion import state
 from ingestion.errors import UnknownProvider
 from ingestion.state import Action, CycleStatus
 from ingestion.store import models as m
 from ingestion.store.records import ErrorKind, ProviderStatus
+from ingestion.store.sweep import held_bound, removal_threshold
 
 
 def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
@@ -32,11 +33,34 @@ def provider_names(conn: Connection) -> list[str]:
     return list(conn.scalars(select(m.providers.c.name).order_by(m.providers.c.name)))
 
 
-def status(conn: Connection, name: str, now: datetime) -> ProviderStatus:
-    """Where a provider stands: its step, lease, last error, cycles and held-back removals."""
+def _provider(conn: Connection, name: str) -> Any:
     row = conn.execute(select(m.providers).where(m.providers.c.name == name)).first()
     if row is None:
         raise UnknownProvider(f"no provider named {name!r} in the database")
+    return row
+
+
+def _last_completed(conn: Connection, name: str) -> int | None:
+    c = m.cycles.c
+    last = conn.execute(
+        select(func.max(c.id)).where(c.provider == name, c.status == CycleStatus.COMPLETED.value)
+    ).scalar()
+    return int(last) if last is not None else None
+
+
+def _waiting_scope(conn: Connection, name: str, missed_cycles: int) -> Any | None:
+    """Entities the last completed cycle missed that ``remove_after_missed_cycles`` keeps."""
+    last = _last_completed(conn, name)
+    if last is None or missed_cycles <= 1:
+        return None
+    e = m.entities.c
+    threshold = removal_threshold(conn, name, last, missed_cycles)
+    return and_(e.provider == name, e.mark_cycle < last, e.mark_cycle >= threshold)
+
+
+def status(conn: Connection, name: str, now: datetime, *, missed_cycles: int = 1) -> ProviderStatus:
+    """Where a provider stands: its step, lease, last error, cycles and held-back removals."""
+    row = _provider(conn, name)
     c = m.cycles.c
     current = None
     if row.cycle_id is not None:
@@ -57,6 +81,12 @@ def status(conn: Connection, name: str, now: datetime) -> ProviderStatus:
             "count": row.blocked_count,
             "since_cycle": row.blocked_cycle_id,
         }
+    waiting = 0
+    scope = _waiting_scope(conn, name, missed_cycles)
+    if scope is not None:
+        waiting = int(
+            conn.execute(select(func.count()).select_from(m.entities).where(scope)).scalar_one()
+        )
     running = state.lease_held(row.lease_owner, row.lease_expires_at, now)
     return ProviderStatus(
         name=name,
@@ -71,6 +101,7 @@ def status(conn: Connection, name: str, now: datetime) -> ProviderStatus:
         current_cycle=current,
         last_completed_cycle=last,
         blocked_sweep=blocked,
+        waiting_removals=waiting,
     )
 
 
@@ -154,3 +185,33 @@ def count_entities(conn: Connection, provider: str | None) -> int:
     if provider is not None:
         stmt = stmt.where(m.entities.c.provider == provider)
     return int(conn.execute(stmt).scalar_one())
+
+
+def held_removals(
+    conn: Connection, name: str, *, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The entities a guard holds back from removal, in ref order after ``after``."""
+    bound = held_bound(conn, _provider(conn, name))
+    if bound is None:
+        return []
+    e = m.entities.c
+    stmt = select(m.entities).where(e.provider == name, e.mark_cycle < bound)
+    if after is not None:
+        stmt = stmt.where(e.ref > after)
+    return _rows(conn, stmt.order_by(e.ref).limit(limit))
+
+
+def waiting_removals(
+    conn: Connection, name: str, missed_cycles: int, *, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Entities missing from the last completed cycle that ``remove_after_missed_cycles``
+    keeps for now, in ref order after ``after``."""
+    _provider(conn, name)
+    scope = _waiting_scope(conn, name, missed_cycles)
+    if scope is None:
+        return []
+    e = m.entities.c
+    stmt = select(m.entities).where(scope)
+    if after is not None:
+        stmt = stmt.where(e.ref > after)
+    return _rows(conn, stmt.order_by(e.ref).limit(limit))

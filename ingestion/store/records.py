@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from ingestion.entities import PreparedEntity
-from ingestion.state import Action, Schedule
+from ingestion.state import Action, Phase, Schedule
 
 
 class ErrorKind(StrEnum):
@@ -77,6 +77,29 @@ class Claim:
     schedule: Schedule
     cursor: str | None
     next_sequence: int
+    phase: Phase = Phase.INGEST
+    check_after: str | None = None  # the checking phase resumes after this candidate
+
+
+@dataclass(frozen=True)
+class CheckBatch:
+    """What a provider said about one batch of removal candidates, ready to commit."""
+
+    candidates: list[str]  # the refs asked about, in ref order
+    gone: set[str]  # confirmed gone: left unmarked, so the sweep removes them
+    present: Page  # fresh entities for candidates still in the source
+
+
+@dataclass(frozen=True)
+class CheckCommit:
+    """What a committed batch of removal checks did."""
+
+    checked: int
+    kept: int  # candidates marked again: present, or not confirmed gone
+    gone: int
+    written: int
+    unchanged: int
+    rejected: int
 
 
 @dataclass(frozen=True)
@@ -119,3 +142,4 @@ class ProviderStatus:
     current_cycle: dict[str, Any] | None
     last_completed_cycle: dict[str, Any] | None
     blocked_sweep: dict[str, Any] | None
+    waiting_removals: int = 0  # missing from the last cycle, kept by remove_after_missed_cycles

@@ -6,7 +6,7 @@ Each function runs in a transaction the :class:`~ingestion.store.Store` opened.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -15,11 +15,11 @@ from sqlalchemy import Row, insert, select, update
 from ingestion import state
 from ingestion.errors import UnknownProvider
 from ingestion.options import ProviderOptions
-from ingestion.state import Action, BurstOutcome
+from ingestion.state import Action, BurstOutcome, CycleStatus, Phase
 from ingestion.store import models as m
 from ingestion.store import transitions as t
 from ingestion.store.database import Database, Tx
-from ingestion.store.records import Claim, Doorbell, LostBurst, Skip, SweepResult
+from ingestion.store.records import Claim, Doorbell, LostBurst, Problem, Skip, SweepResult
 from ingestion.store.sweep import sweep_unmarked
 
 log = logging.getLogger("ingestion.store")
@@ -65,7 +65,7 @@ def due_steps(
     p = m.providers.c
     rows = tx.conn.execute(
         select(p.name, p.ticket, p.action, p.cycle_id, p.due_at, p.attempts)
-        .where(p.name.in_(list(names)), p.due_at <= tx.now)
+        .where(p.name.in_(list(names)), p.due_at <= tx.now, p.action != Action.PARKED.value)
         .where((p.lease_owner.is_(None)) | (p.lease_expires_at < tx.now))
         .where((p.sent_at.is_(None)) | (p.sent_at <= tx.now - resend_after))
         .order_by(p.due_at)
@@ -89,6 +89,8 @@ def claim(
         return Skip(str(exc))
     if row.ticket != ticket:
         return Skip(f"stale message: ticket {ticket}, the pending step is {row.ticket}")
+    if row.action == Action.PARKED.value:
+        return Skip("the provider is parked until an operator starts it")
     if state.lease_held(row.lease_owner, row.lease_expires_at, tx.now):
         return Skip(
             f"duplicate message: {row.lease_owner} holds ticket {ticket} "
@@ -102,8 +104,10 @@ def claim(
             f"{row.lease_expires_at.isoformat()} and never finished (the worker was "
             "killed or the burst outran its time limit)"
         )
+        progressed = t.burst_progressed(tx, name=name, ticket=ticket)
         t.end_burst_of_ticket(tx, name, ticket, BurstOutcome.LOST, error=reason)
-        return LostBurst(reason, t.record_failure(tx, row, reason, options))
+        doorbell = t.record_failure(tx, row, reason, options, progressed=progressed, lost=True)
+        return LostBurst(reason, doorbell)
     transition = state.claim_step(t.schedule_of(row), tx.now, has_cycle=row.cycle_id is not None)
     cycle_id = t.open_cycle(tx, name) if transition.open_cycle else row.cycle_id
     cycle = tx.conn.execute(select(m.cycles).where(m.cycles.c.id == cycle_id)).one()
@@ -146,40 +150,110 @@ def claim(
         schedule=schedule,
         cursor=cycle.cursor,
         next_sequence=cycle.pages + 1,
+        phase=Phase(cycle.phase),
+        check_after=cycle.check_after,
     )
 
 
 def finish_burst(
-    tx: Tx, claim: Claim, *, done: bool, lease: timedelta, options: ProviderOptions
+    tx: Tx,
+    claim: Claim,
+    *,
+    done: bool,
+    lease: timedelta,
+    options: ProviderOptions,
+    checks_removals: bool = False,
 ) -> tuple[Doorbell, SweepResult | None]:
-    """Close the burst: schedule the next one, or sweep, complete the cycle and rest."""
+    """Close the burst: schedule the next one; or, the source read to its end, begin the
+    checking phase (a provider that checks removals) or sweep, complete the cycle and rest."""
     t.hold_lease(tx, claim, lease)
-    sweep = sweep_unmarked(tx, claim, options) if done else None
+    if claim.phase is Phase.CHECK:
+        sweep = sweep_unmarked(tx, claim, options) if done else None
+        transition = state.after_check_burst(done, tx.now, options)
+    elif done and checks_removals:
+        tx.conn.execute(
+            update(m.cycles)
+            .where(m.cycles.c.id == claim.cycle_id)
+            .values(phase=Phase.CHECK.value, check_after=None)
+        )
+        sweep = None
+        transition = state.after_burst(True, tx.now, options, check_next=True)
+    else:
+        sweep = sweep_unmarked(tx, claim, options) if done else None
+        transition = state.after_burst(done, tx.now, options)
+    completed = transition.close_cycle is CycleStatus.COMPLETED
     t.end_burst(
         tx,
         claim.burst_id,
-        BurstOutcome.DONE if done else BurstOutcome.CONTINUED,
+        BurstOutcome.DONE if completed else BurstOutcome.CONTINUED,
         removed=sweep.removed if sweep else 0,
     )
-    transition = state.after_burst(done, tx.now, options)
     return t.apply(tx, claim.provider, transition, claim.cycle_id), sweep
 
 
 def _still_held(tx: Tx, claim: Claim) -> Row[Any] | None:
-    """The provider row, if this claim still holds its step."""
+    """The provider row, if this claim still holds its step (its lease may have run out
+    while the database was away: nobody else has taken the step as long as the ticket holds)."""
     row = t.lock_provider(tx, claim.provider)
     if row.ticket != claim.ticket or row.lease_owner != claim.owner:
         return None
     return row
 
 
-def fail_burst(tx: Tx, claim: Claim, message: str, options: ProviderOptions) -> Doorbell | None:
-    """Record a failed burst and schedule the backoff; ``None`` if the step was replaced."""
+def fail_burst(
+    tx: Tx,
+    claim: Claim,
+    message: str,
+    options: ProviderOptions,
+    *,
+    page: int | None = None,
+    problems: Sequence[Problem] = (),
+) -> Doorbell | None:
+    """Record a failed burst (with the page it failed on and that page's rejected entities)
+    and schedule the backoff; ``None`` if the step was replaced."""
+    row = _still_held(tx, claim)
+    if row is None:
+        return None
+    progressed = t.burst_progressed(tx, claim.burst_id)
+    t.end_burst(tx, claim.burst_id, BurstOutcome.FAILED, error=message)
+    return t.record_failure(
+        tx, row, message, options, progressed=progressed, page=page, problems=problems
+    )
+
+
+def database_failure(
+    tx: Tx, claim: Claim, message: str, retry_in: timedelta, *, page: int | None = None
+) -> Doorbell | None:
+    """Record, now that it answers again, that the database failed under the burst; its step
+    runs again after ``retry_in``, no attempt counted. ``None`` if the step was replaced."""
     row = _still_held(tx, claim)
     if row is None:
         return None
     t.end_burst(tx, claim.burst_id, BurstOutcome.FAILED, error=message)
-    return t.record_failure(tx, row, message, options)
+    t.record_error(tx, row, message, page=page)
+    transition = state.after_database_failure(t.schedule_of(row), tx.now, retry_in)
+    return t.apply(
+        tx, claim.provider, transition, row.cycle_id, last_error=message, last_error_at=tx.now
+    )
+
+
+def park_burst(tx: Tx, claim: Claim, message: str, *, page: int | None = None) -> Doorbell | None:
+    """The source refused for good: record why and park the provider until an operator
+    starts it. ``None`` if the step was replaced."""
+    row = _still_held(tx, claim)
+    if row is None:
+        return None
+    t.end_burst(tx, claim.burst_id, BurstOutcome.FAILED, error=message)
+    t.record_error(tx, row, message, page=page)
+    log.error("provider %s parked until an operator starts it: %s", claim.provider, message)
+    return t.apply(
+        tx,
+        claim.provider,
+        state.park(tx.now),
+        row.cycle_id,
+        last_error=message,
+        last_error_at=tx.now,
+    )
 
 
 def wait_burst(tx: Tx, claim: Claim, wait: timedelta, reason: str) -> Doorbell | None:

@@ -37,6 +37,7 @@ class BurstTotals:
     unchanged: int
     rejected: int
     removed: int
+    checked: int
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def burst_totals(db: Database) -> list[BurstTotals]:
             func.coalesce(func.sum(b.unchanged), 0),
             func.coalesce(func.sum(b.rejected), 0),
             func.coalesce(func.sum(b.removed), 0),
+            func.coalesce(func.sum(b.checked), 0),
         )
         .group_by(b.provider)
         .order_by(b.provider)

@@ -19,15 +19,19 @@ from datetime import timedelta
 from typing import Any
 
 from ingestion.options import ProviderOptions
-from ingestion.store import operator, pages, reads, schedule
+from ingestion.provider import RemovalCandidate
+from ingestion.store import operator, pages, reads, schedule, sweep, transitions
 from ingestion.store.database import Database
 from ingestion.store.records import (
+    CheckBatch,
+    CheckCommit,
     Claim,
     Doorbell,
     ErrorKind,
     LostBurst,
     Page,
     PageCommit,
+    Problem,
     ProviderStatus,
     Skip,
     SweepResult,
@@ -100,17 +104,64 @@ class Store:
                 expect_unchanged=expect_unchanged,
             )
 
-    def finish_burst(
-        self, claim: Claim, *, done: bool, lease: timedelta, options: ProviderOptions
-    ) -> tuple[Doorbell, SweepResult | None]:
-        """Close the burst: schedule the next one, or sweep, complete the cycle and rest."""
-        with self.db.write() as tx:
-            return schedule.finish_burst(tx, claim, done=done, lease=lease, options=options)
+    def removal_candidates(
+        self, claim: Claim, options: ProviderOptions, *, after: str | None, limit: int
+    ) -> list[RemovalCandidate]:
+        """The next removal candidates of ``claim``'s cycle, in ref order after ``after``."""
+        with self.db.read() as conn:
+            return sweep.removal_candidates(conn, claim, options, after=after, limit=limit)
 
-    def fail_burst(self, claim: Claim, message: str, options: ProviderOptions) -> Doorbell | None:
+    def commit_check(self, claim: Claim, batch: CheckBatch, lease: timedelta) -> CheckCommit:
+        """Commit what the source said about one batch of removal candidates."""
+        with self.db.write() as tx:
+            return pages.commit_check(tx, self.entity_writer, claim, batch, lease)
+
+    def renew_lease(self, claim: Claim, lease: timedelta) -> bool:
+        """Extend a running burst's lease (its heartbeat); whether it still holds its step."""
+        with self.db.write() as tx:
+            return transitions.renew_lease(tx, claim, lease)
+
+    def finish_burst(
+        self,
+        claim: Claim,
+        *,
+        done: bool,
+        lease: timedelta,
+        options: ProviderOptions,
+        checks_removals: bool = False,
+    ) -> tuple[Doorbell, SweepResult | None]:
+        """Close the burst: schedule the next one; or begin the checking phase; or sweep,
+        complete the cycle and rest."""
+        with self.db.write() as tx:
+            return schedule.finish_burst(
+                tx, claim, done=done, lease=lease, options=options, checks_removals=checks_removals
+            )
+
+    def fail_burst(
+        self,
+        claim: Claim,
+        message: str,
+        options: ProviderOptions,
+        *,
+        page: int | None = None,
+        problems: Sequence[Problem] = (),
+    ) -> Doorbell | None:
         """Record a failed burst and schedule the backoff; ``None`` if the step was replaced."""
         with self.db.write() as tx:
-            return schedule.fail_burst(tx, claim, message, options)
+            return schedule.fail_burst(tx, claim, message, options, page=page, problems=problems)
+
+    def database_failure(
+        self, claim: Claim, message: str, retry_in: timedelta, *, page: int | None = None
+    ) -> Doorbell | None:
+        """Record a database failure under a burst (once the database answers again); the
+        step runs again after ``retry_in``. ``None`` if the step was replaced."""
+        with self.db.write() as tx:
+            return schedule.database_failure(tx, claim, message, retry_in, page=page)
+
+    def park_burst(self, claim: Claim, message: str, *, page: int | None = None) -> Doorbell | None:
+        """The source refused for good: park the provider until an operator starts it."""
+        with self.db.write() as tx:
+            return schedule.park_burst(tx, claim, message, page=page)
 
     def wait_burst(self, claim: Claim, wait: timedelta, reason: str) -> Doorbell | None:
         """Record a burst the source paused; its step runs again after ``wait``."""
@@ -139,6 +190,16 @@ class Store:
         with self.db.write() as tx:
             return operator.reset(tx, name)
 
+    def approve_held_removals(self, name: str) -> int:
+        """Remove the entities a guard held back, now, and clear the block; how many went."""
+        with self.db.write() as tx:
+            return sweep.approve_held(tx, name)
+
+    def dismiss_held_removals(self, name: str) -> int:
+        """Keep the entities a guard held back and clear the block; how many were kept."""
+        with self.db.write() as tx:
+            return sweep.dismiss_held(tx, name)
+
     def delete_closed_checkpoints(self, name: str | None = None) -> int:
         """Delete the checkpoints of closed cycles (of one provider, or of all)."""
         with self.db.write() as tx:
@@ -155,10 +216,30 @@ class Store:
         with self.db.read() as conn:
             return reads.provider_names(conn)
 
-    def status(self, name: str) -> ProviderStatus:
-        """Where a provider stands; :class:`~ingestion.errors.UnknownProvider` if it has no row."""
+    def status(self, name: str, options: ProviderOptions | None = None) -> ProviderStatus:
+        """Where a provider stands; :class:`~ingestion.errors.UnknownProvider` if it has no row.
+
+        With the provider's ``options``, the removals kept by ``remove_after_missed_cycles``
+        are counted too."""
+        missed = options.remove_after_missed_cycles if options is not None else 1
         with self.db.read() as conn:
-            return reads.status(conn, name, self.db.now(conn))
+            return reads.status(conn, name, self.db.now(conn), missed_cycles=missed)
+
+    def held_removals(
+        self, name: str, *, after: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The entities a guard holds back from removal, in ref order."""
+        with self.db.read() as conn:
+            return reads.held_removals(conn, name, after=after, limit=limit)
+
+    def waiting_removals(
+        self, name: str, options: ProviderOptions, *, after: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Entities missing from the last completed cycle, kept by remove_after_missed_cycles."""
+        with self.db.read() as conn:
+            return reads.waiting_removals(
+                conn, name, options.remove_after_missed_cycles, after=after, limit=limit
+            )
 
     def cycles(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         """The provider's cycles, newest first."""

@@ -7,6 +7,7 @@ anything on its own: the next schedule always comes from a pure function of ``st
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from ingestion.options import ProviderOptions
 from ingestion.state import BurstOutcome, CycleStatus, Schedule, Transition
 from ingestion.store import models as m
 from ingestion.store.database import Tx
-from ingestion.store.records import Claim, Doorbell, ErrorKind
+from ingestion.store.records import Claim, Doorbell, ErrorKind, Problem
 
 log = logging.getLogger("ingestion.store")
 
@@ -95,6 +96,9 @@ def apply(
     burst = 1  # a new cycle's first burst, or the first of the cycle a rest will open
     if in_cycle and cycle_id is not None and not transition.open_cycle:
         burst = next_burst_number(tx, cycle_id)
+    if transition.open_cycle:
+        # The status shows the last error of the open cycle; older ones are in the history.
+        values = {"last_error": None, "last_error_at": None, **values}
     ticket = tx.conn.execute(
         update(m.providers)
         .where(m.providers.c.name == name)
@@ -123,21 +127,33 @@ def apply(
 
 
 def hold_lease(tx: Tx, claim: Claim, lease: timedelta) -> None:
-    """The guard of every write a burst makes: this worker must still hold this step.
+    """The guard of every write a burst makes: this worker must still hold this step, and its
+    lease must not have run out (a worker frozen past its lease commits nothing, even before
+    another takes the step over).
 
-    Renews the lease; raises :class:`LeaseLost` when the step was replaced.
+    Renews the lease; raises :class:`LeaseLost` when the step was replaced or the lease ran out.
     """
+    if not renew_lease(tx, claim, lease):
+        raise LeaseLost(
+            f"provider {claim.provider!r}: ticket {claim.ticket} is no longer held by "
+            f"{claim.owner} (its lease ran out, or an operator or a recovery replaced the step)"
+        )
+
+
+def renew_lease(tx: Tx, claim: Claim, lease: timedelta) -> bool:
+    """Extend the lease of a claim that still holds its step; whether it did."""
     p = m.providers.c
     result = tx.conn.execute(
         update(m.providers)
-        .where(p.name == claim.provider, p.ticket == claim.ticket, p.lease_owner == claim.owner)
+        .where(
+            p.name == claim.provider,
+            p.ticket == claim.ticket,
+            p.lease_owner == claim.owner,
+            p.lease_expires_at >= tx.now,
+        )
         .values(lease_expires_at=tx.now + lease)
     )
-    if result.rowcount != 1:
-        raise LeaseLost(
-            f"provider {claim.provider!r}: ticket {claim.ticket} is no longer held by "
-            f"{claim.owner} (an operator or a recovery replaced the step)"
-        )
+    return bool(result.rowcount == 1)
 
 
 def end_burst(tx: Tx, burst_id: int, outcome: BurstOutcome, **values: Any) -> None:
@@ -160,22 +176,64 @@ def end_burst_of_ticket(
     )
 
 
-def record_failure(tx: Tx, row: Any, message: str, options: ProviderOptions) -> Doorbell:
-    """Record a failed step (an error record and the last error) and apply the backoff."""
-    tx.conn.execute(
-        insert(m.errors).values(
-            provider=row.name,
-            cycle_id=row.cycle_id,
-            page=None,
-            kind=ErrorKind.BURST.value,
-            entity=None,
-            ref=None,
-            rule=None,
-            message=message,
-            created_at=tx.now,
-        )
+def record_error(
+    tx: Tx,
+    row: Any,
+    message: str,
+    *,
+    page: int | None = None,
+    problems: Sequence[Problem] = (),
+) -> None:
+    """An error record of the step's failure (with the page it was on), and the rejected
+    entities of that page, which would otherwise be lost with the page."""
+    records = [
+        {
+            "provider": row.name,
+            "cycle_id": row.cycle_id,
+            "page": page,
+            "kind": ErrorKind.ENTITY.value,
+            "entity": p.entity,
+            "ref": p.ref,
+            "rule": p.rule,
+            "message": p.message,
+            "created_at": tx.now,
+        }
+        for p in problems
+    ]
+    records.append(
+        {
+            "provider": row.name,
+            "cycle_id": row.cycle_id,
+            "page": page,
+            "kind": ErrorKind.BURST.value,
+            "entity": None,
+            "ref": None,
+            "rule": None,
+            "message": message,
+            "created_at": tx.now,
+        }
     )
-    transition = state.after_failure(schedule_of(row), tx.now, options)
+    tx.conn.execute(insert(m.errors), records)
+
+
+def record_failure(
+    tx: Tx,
+    row: Any,
+    message: str,
+    options: ProviderOptions,
+    *,
+    progressed: bool = False,
+    lost: bool = False,
+    page: int | None = None,
+    problems: Sequence[Problem] = (),
+) -> Doorbell:
+    """Record a failed step (an error record and the last error) and apply the backoff."""
+    record_error(tx, row, message, page=page, problems=problems)
+    schedule = schedule_of(row)
+    if lost:
+        transition = state.after_lost_burst(schedule, tx.now, options, progressed=progressed)
+    else:
+        transition = state.after_failure(schedule, tx.now, options, progressed=progressed)
     if transition.close_cycle is CycleStatus.CANCELLED:
         log.warning(
             "provider %s: the last backoff step failed; cycle %s cancelled, starting over",
@@ -183,3 +241,17 @@ def record_failure(tx: Tx, row: Any, message: str, options: ProviderOptions) -> 
             row.cycle_id,
         )
     return apply(tx, row.name, transition, row.cycle_id, last_error=message, last_error_at=tx.now)
+
+
+def burst_progressed(
+    tx: Tx, burst_id: int | None = None, *, name: str = "", ticket: int = 0
+) -> bool:
+    """Whether a burst committed anything: a page, or a batch of removal checks."""
+    b = m.bursts.c
+    stmt = select(b.pages + b.checked)
+    stmt = (
+        stmt.where(b.id == burst_id)
+        if burst_id is not None
+        else stmt.where(b.provider == name, b.ticket == ticket)
+    )
+    return bool(tx.conn.execute(stmt).scalar() or 0)

@@ -86,6 +86,12 @@ class Workers:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
+    def terminate(self, name: str) -> None:
+        """SIGTERM a worker (a warm shutdown: its running task finishes first) and wait."""
+        proc = self.procs[name]
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
