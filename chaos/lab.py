@@ -126,6 +126,7 @@ class Lab:
     options: dict[str, Any] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     recorded: Fault | None = None  # the fault, once the scenario has injected it
+    seen: list[str] = field(default_factory=list)  # what the status said during recovery
 
     def __post_init__(self) -> None:
         self.database = f"chaos_{self.name}_{uuid.uuid4().hex[:6]}"
@@ -274,8 +275,24 @@ class Lab:
                 return burst
         return None
 
+    def glimpse(self) -> None:
+        """Note the error the provider's status shows now, as an operator polling it would."""
+        try:
+            status = self.client.store.status(PROVIDER)
+        except (SQLAlchemyError, IngestionError) as exc:
+            line = f"status unavailable ({type(exc).__name__})"
+        else:
+            if not status.last_error:
+                return
+            line = f"{status.action.value}: {_first_line(status.last_error, 160)}"
+        if line not in self.seen and len(self.seen) < 3:
+            self.seen.append(line)
+
     def completed(self, after: float = 0.0) -> dict[str, Any] | None:
-        """The first cycle completed after ``after`` (epoch seconds), if any."""
+        """The first cycle completed after ``after`` (epoch seconds), if any; while a fault
+        is recorded, each call also notes what the status shows."""
+        if self.recorded is not None:
+            self.glimpse()
         for cycle in self.cycles():
             ended = cycle["ended_at"]
             if cycle["status"] == CycleStatus.COMPLETED and ended.timestamp() > after:
@@ -421,6 +438,8 @@ class Lab:
             text += f"; last error: {_first_line(status.last_error)}"
         if status.blocked_sweep:
             text += f"; blocked sweep: {_first_line(status.blocked_sweep['reason'])}"
+        if self.seen:
+            text = f"while recovering: {' / '.join(self.seen)}. After: {text}"
         return text
 
     def logs(self) -> Iterator[tuple[str, str]]:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from chaos.lab import ENGINE_SETTINGS, OPTIONS
 from chaos.runner import Result
+from ingestion import Settings
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ def render(run: Run, results: list[Result]) -> str:
     passed = sum(r.passed for r in results)
     settings = ", ".join(f"`{k}={v}`" for k, v in ENGINE_SETTINGS.items())
     options = ", ".join(f"`{k}={v}`" for k, v in OPTIONS.items())
+    lease = Settings.model_fields["lease_seconds"].default
     lines = [
         "# Reliability",
         "",
@@ -82,8 +84,9 @@ def render(run: Run, results: list[Result]) -> str:
         "gave up): the action and attempt count, the outcomes of the bursts since the fault, and",
         "the error of the last burst that recorded one.",
         "",
-        f"Engine settings: {settings}. Provider options: {options}; the lease of a burst is",
-        "burst length + page timeout + twice the grace = 6 s.",
+        f"Engine settings: {settings}; the lease is the default",
+        f"`INGESTION_LEASE_SECONDS={lease:g}`, renewed by the burst's heartbeat.",
+        f"Provider options: {options}.",
         "",
         "## Running it",
         "",

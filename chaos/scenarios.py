@@ -271,7 +271,9 @@ def _postgres_fault(lab: Lab, *, mode: str, outage: float) -> Cycle:
     started = time.time()
     if outage:
         lab.postgres.stop("fast")
-        lab.hold(outage)
+        lab.hold(2)
+        lab.glimpse()  # what an operator asking for the status gets meanwhile
+        lab.hold(outage - 2)
         lab.postgres.start()
     else:
         lab.postgres.restart("immediate" if mode == "immediate" else "fast")
