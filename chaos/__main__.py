@@ -62,6 +62,7 @@ def main() -> int:
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir()
     began = time.monotonic()
+    commit = _commit()  # the code that runs, before any file changes under it
     folder = Path(tempfile.mkdtemp(prefix="chaos-"))
     postgres = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="chaos-pg-")))
     redis = ThrowawayRedis(folder / "redis")
@@ -106,7 +107,7 @@ def main() -> int:
     )
     if target:
         machine = f"{platform.system()} {platform.release()}, {os.cpu_count()} cores"
-        run = Run(datetime.now(UTC), _commit(), machine, software, total)
+        run = Run(datetime.now(UTC), commit, machine, software, total)
         Path(target).write_text(render(run, results))
         print(f"chaos: wrote {target}")
     failed = [r.name for r in results if not r.passed]

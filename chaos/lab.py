@@ -212,9 +212,16 @@ class Lab:
         started: list[tuple[Process, str]] = []
         for n in range(1, workers + 1):
             name = f"w{n}"
-            args = [*celery, "worker", "--loglevel=INFO", f"--hostname={name}@%h",
-                    "--concurrency=1", "--pool=prefork", "--without-mingle",
-                    "--without-gossip"]  # fmt: skip
+            args = [
+                *celery,
+                "worker",
+                "--loglevel=INFO",
+                f"--hostname={name}@%h",
+                "--concurrency=1",
+                "--pool=prefork",
+                "--without-mingle",
+                "--without-gossip",
+            ]
             started.append((self._spawn(name, args), " ready."))
         if beat:
             args = [*celery, "beat", "--loglevel=INFO", f"--schedule={self.folder / 'beat'}"]

@@ -380,39 +380,77 @@ def bad_cursor(lab: Lab) -> Cycle:
 
 SCENARIOS = [
     Scenario("baseline", "no fault: one cycle, for comparison", baseline),
-    Scenario("sigkill-worker", "SIGKILL of the burst's worker (main and pool process)",
-             sigkill_worker),
-    Scenario("sigstop-past-lease", "SIGSTOP of the burst's worker until its lease has "
-             "expired and another worker took over, then SIGCONT", sigstop_past_lease),
-    Scenario("sigterm-mid-burst", "SIGTERM (warm shutdown) of the burst's worker mid-burst",
-             sigterm_mid_burst),
+    Scenario(
+        "sigkill-worker", "SIGKILL of the burst's worker (main and pool process)", sigkill_worker
+    ),
+    Scenario(
+        "sigstop-past-lease",
+        "SIGSTOP of the burst's worker until its lease has "
+        "expired and another worker took over, then SIGCONT",
+        sigstop_past_lease,
+    ),
+    Scenario(
+        "sigterm-mid-burst",
+        "SIGTERM (warm shutdown) of the burst's worker mid-burst",
+        sigterm_mid_burst,
+    ),
     Scenario("five-deliveries", "one burst message delivered five times", five_deliveries),
-    Scenario("triggers-racing", "60 triggers (API and `ingestion.trigger` task) over 3 s of "
-             "bursts", triggers_racing),
-    Scenario("purge-in-rest", "operator start in a rest, its message purged from the queue",
-             purge_in_rest),
-    Scenario("purge-in-burst", "queue purged after a burst, dropping the next step's message",
-             purge_in_burst),
-    Scenario("redis-restart-burst", "Redis restarted (no persistence) mid-burst",
-             redis_restart_burst),
-    Scenario("redis-restart-rest", "Redis restarted (no persistence) in a 4 s rest",
-             redis_restart_rest, lab={"options": {"rest_length": 4}}),
-    Scenario("redis-stop-burst", "Redis stopped 30 s mid-burst", redis_stop_burst,
-             timeout=110),
-    Scenario("redis-stop-rest", "Redis stopped 30 s in a 4 s rest", redis_stop_rest,
-             timeout=110, lab={"options": {"rest_length": 4}}),
-    Scenario("postgres-restart-fast", "Postgres restarted (`-m fast`) mid-burst",
-             postgres_restart_fast),
-    Scenario("postgres-restart-immediate", "Postgres restarted (`-m immediate`, a crash) "
-             "mid-burst", postgres_restart_immediate),
-    Scenario("postgres-stop", "Postgres stopped 30 s (`-m fast`) mid-burst", postgres_stop,
-             timeout=110),
+    Scenario(
+        "triggers-racing",
+        "60 triggers (API and `ingestion.trigger` task) over 3 s of bursts",
+        triggers_racing,
+    ),
+    Scenario(
+        "purge-in-rest",
+        "operator start in a rest, its message purged from the queue",
+        purge_in_rest,
+    ),
+    Scenario(
+        "purge-in-burst",
+        "queue purged after a burst, dropping the next step's message",
+        purge_in_burst,
+    ),
+    Scenario(
+        "redis-restart-burst", "Redis restarted (no persistence) mid-burst", redis_restart_burst
+    ),
+    Scenario(
+        "redis-restart-rest",
+        "Redis restarted (no persistence) in a 4 s rest",
+        redis_restart_rest,
+        lab={"options": {"rest_length": 4}},
+    ),
+    Scenario("redis-stop-burst", "Redis stopped 30 s mid-burst", redis_stop_burst, timeout=110),
+    Scenario(
+        "redis-stop-rest",
+        "Redis stopped 30 s in a 4 s rest",
+        redis_stop_rest,
+        timeout=110,
+        lab={"options": {"rest_length": 4}},
+    ),
+    Scenario(
+        "postgres-restart-fast", "Postgres restarted (`-m fast`) mid-burst", postgres_restart_fast
+    ),
+    Scenario(
+        "postgres-restart-immediate",
+        "Postgres restarted (`-m immediate`, a crash) mid-burst",
+        postgres_restart_immediate,
+    ),
+    Scenario(
+        "postgres-stop", "Postgres stopped 30 s (`-m fast`) mid-burst", postgres_stop, timeout=110
+    ),
     Scenario("next-hangs", "one next() hanging past the page timeout (3 s)", next_hangs),
-    Scenario("next-fails-20", "20% of next() calls failing (at random), from the start",
-             next_fails_20_percent, timeout=75),
-    Scenario("shrink-under-guard", "the source shrinking 90% under a 50% removal guard, then "
-             "coming back", shrink_under_guard,
-             lab={"options": {"reject_removals_above_percentage": 50}}),
+    Scenario(
+        "next-fails-20",
+        "20% of next() calls failing (at random), from the start",
+        next_fails_20_percent,
+        timeout=75,
+    ),
+    Scenario(
+        "shrink-under-guard",
+        "the source shrinking 90% under a 50% removal guard, then coming back",
+        shrink_under_guard,
+        lab={"options": {"reject_removals_above_percentage": 50}},
+    ),
     Scenario("invalid-entities", "40 of 2,000 entities invalid (bad names)", invalid_entities),
     Scenario("bad-cursor", "one next() returning a cursor JSON cannot encode", bad_cursor),
-]  # fmt: skip
+]

@@ -93,8 +93,17 @@ class ThrowawayPostgres:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.as_user:
             shutil.chown(self.folder, self.user, self.user)
-        self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                 "--no-sync")  # fmt: skip
+        self._pg(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
 
     def start(self) -> None:
         options = " ".join(
@@ -106,8 +115,19 @@ class ThrowawayPostgres:
                 "-c max_connections=200",
             ]
         )
-        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
-                 "-t", "30", "start")  # fmt: skip
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
         wait_until(self.accepts, timeout=30, what=f"postgres on port {self.port}")
 
     def stop(self, mode: ShutdownMode = "fast") -> None:
