@@ -29,6 +29,7 @@ from chaos.scenarios import SCENARIOS, Scenario
 from chaos.servers import ThrowawayPostgres, ThrowawayRedis
 
 LOGS = ROOT / ".chaos"
+REPORT = "docs/reliability.md"
 
 
 def selected() -> list[Scenario]:
@@ -49,7 +50,8 @@ def _commit() -> str:
         return out.stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + (" (with local changes)" if git("status", "--porcelain") else "")
+    changes = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{REPORT}")
+    return commit + (" (with local changes)" if changes else "")
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -103,7 +105,7 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     total = time.monotonic() - began
     target = os.environ.get("CHAOS_REPORT") or (
-        str(ROOT / "docs" / "reliability.md") if len(scenarios) == len(SCENARIOS) else ""
+        str(ROOT / REPORT) if len(scenarios) == len(SCENARIOS) else ""
     )
     if target:
         machine = f"{platform.system()} {platform.release()}, {os.cpu_count()} cores"

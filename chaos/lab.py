@@ -292,7 +292,8 @@ class Lab:
             if not status.last_error:
                 return
             line = f"{status.action.value}: {_first_line(status.last_error, 160)}"
-        if line not in self.seen and len(self.seen) < 3:
+        error = line.split(": ", 1)[-1]
+        if all(seen.split(": ", 1)[-1] != error for seen in self.seen) and len(self.seen) < 3:
             self.seen.append(line)
 
     def completed(self, after: float = 0.0) -> dict[str, Any] | None:
@@ -439,9 +440,10 @@ class Lab:
         shown = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
         text = f"{status.action.value}, attempts {status.attempts}; bursts: {shown or 'none'}"
         errors = [b["error"] for b in bursts if b["error"]]
-        if errors:
-            text += f"; last burst error: {_first_line(errors[-1])}"
-        elif status.last_error:
+        last = _first_line(errors[-1]) if errors else None
+        if last is not None and not any(last[:100] in seen for seen in self.seen):
+            text += f"; last burst error: {last}"
+        elif last is None and status.last_error:
             text += f"; last error: {_first_line(status.last_error)}"
         if status.blocked_sweep:
             text += f"; blocked sweep: {_first_line(status.blocked_sweep['reason'])}"
