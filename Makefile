@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install services browser screenshots test test-fast lint format run bench cluster clean
+.PHONY: install services browser screenshots test test-fast lint format run bench chaos cluster clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ test-fast: install services
 bench: install services
 	$(BIN)/python -m bench
 
+## chaos: faults injected into real workers and beat on a throwaway Postgres and Redis;
+## writes docs/reliability.md (CHAOS_ONLY=a,b runs some scenarios and writes nothing)
+chaos: install
+	$(BIN)/python -m chaos
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -58,4 +63,4 @@ cluster: install services
 	scripts/cluster.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis ingestion.db* ingestion-broker demo-data .cluster
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis ingestion.db* ingestion-broker demo-data .cluster .chaos

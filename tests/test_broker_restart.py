@@ -8,15 +8,13 @@ With celery 5.7.0 the worker's main process died of it (see the bound in pyproje
 
 from __future__ import annotations
 
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
+from chaos.servers import ThrowawayRedis
 from ingestion import CycleStatus, IncrementalIngestion
 from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.ingestions import client_ingestion
@@ -25,81 +23,10 @@ from tests.support.workers import Workers
 
 pytestmark = pytest.mark.workers
 
-REDIS_SERVER = "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ThrowawayRedis:
-    """A ``redis-server`` without persistence on a free port of 127.0.0.1."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-
-    def _answers(self) -> bool:
-        client = self.client()
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-        finally:
-            client.close()
-
-    def start(self) -> None:
-        self.starts += 1
-        options = {
-            "port": str(self.port),
-            "bind": "127.0.0.1",
-            "save": "",
-            "appendonly": "no",
-            "dir": str(self.folder),
-        }
-        args = [REDIS_SERVER]
-        for name, value in options.items():
-            args += [f"--{name}", value]
-        with open(self.folder / f"redis-{self.starts}.log", "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._answers, timeout=15, what=f"redis-server on port {self.port}")
-
-    def stop(self) -> None:
-        """``SHUTDOWN NOSAVE``: every queue, reserved message and unacked entry is gone."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        client = self.client()
-        try:
-            client.shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it exits
-        finally:
-            client.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
 
 @pytest.fixture
 def throwaway_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = ThrowawayRedis(folder)
+    server = ThrowawayRedis(tmp_path / "redis")
     server.start()
     yield server
     server.stop()
@@ -143,7 +70,7 @@ def test_a_worker_survives_a_broker_restart_and_the_cycle_completes(
         },
     }
     database_url = f"sqlite:///{tmp_path / 'ingestion.db'}"
-    workers = workers_factory(database_url, throwaway_redis.url, [spec])
+    workers = workers_factory(database_url, throwaway_redis.url(), [spec])
     # Two pool processes: the consumer keeps a BRPOP in flight while a burst runs, as a worker
     # with free pool processes does.
     worker = workers.start("w1", concurrency=2)
