@@ -18,7 +18,7 @@ from ingestion.engine import BurstReport, Engine, ProgressCallback, Registered
 from ingestion.errors import ConfigurationError, ProviderConfigError, UnknownProvider
 from ingestion.options import ProviderOptions
 from ingestion.provider import IncrementalEntityProvider
-from ingestion.settings import Settings, celery_config, prepare_broker
+from ingestion.settings import Settings, celery_config, control_queue, prepare_broker
 from ingestion.state import BurstOutcome
 from ingestion.store import Doorbell, ErrorKind, Store
 from ingestion.tasks import BURST, RECONCILE, register_tasks
@@ -64,6 +64,7 @@ class IncrementalIngestion:
         self.tasks = register_tasks(self.celery_app, self)
         self._connect_signals()
         self._broker_ready = False
+        self._registered = False
 
     # -- registry -------------------------------------------------------------------------
 
@@ -143,8 +144,11 @@ class IncrementalIngestion:
 
     # -- scheduling -----------------------------------------------------------------------
 
-    def ring(self, doorbell: Doorbell) -> bool:
-        """Announce a recorded step to the workers; a far one is left to the reconciler."""
+    def ring(self, doorbell: Doorbell, *, producer: Any = None) -> bool:
+        """Announce a recorded step to the workers; a far one is left to the reconciler.
+
+        ``producer`` (from ``celery_app.producer_or_acquire()``) sends many on one connection.
+        """
         if doorbell.countdown > self.settings.max_countdown:
             return False
         if not self._broker_ready:
@@ -165,6 +169,7 @@ class IncrementalIngestion:
                 soft_time_limit=soft,
                 time_limit=hard,
                 queue=self.settings.queue,
+                producer=producer,
             )
         except Exception:
             # The step is in the database: the reconciler announces it when the broker is back.
@@ -172,21 +177,68 @@ class IncrementalIngestion:
             return False
         return True
 
+    def register_providers(self) -> list[str]:
+        """Give every registered provider its row in the database (a new one is due at once).
+
+        A worker does it when it starts, and the first reconcile of a process that has not; a
+        provider added to a running deployment is registered when a worker restarts with it.
+        Returns the names that were new.
+        """
+        created = self.store.ensure_providers(self.providers)
+        self._registered = True
+        return created
+
+    def queue_depth(self) -> int | None:
+        """Messages waiting in the burst queue; ``None`` if the broker cannot say."""
+        if not self._broker_ready:
+            prepare_broker(self.settings)
+            self._broker_ready = True
+        try:
+            with self.celery_app.connection_for_write() as conn:
+                declared = conn.default_channel.queue_declare(
+                    queue=self.settings.queue, passive=True
+                )
+            return int(declared.message_count)
+        except Exception as exc:  # a queue nobody declared yet, or a broker away
+            log.debug("could not read the depth of queue %s: %s", self.settings.queue, exc)
+            return None
+
     def reconcile(self) -> list[Doorbell]:
-        """Register new providers and announce every due step that no worker holds."""
-        self.store.ensure_providers(self.providers)
-        # Providers known to the database but no longer registered here are left alone.
+        """Announce every due step that no worker holds, while the burst queue has room.
+
+        Registers the providers first if this process has not. The steps go out on one broker
+        connection; the queue is topped up to ``max_queue_depth`` messages, so a backlog of
+        announced steps is not announced again while the workers work through it.
+        """
+        if not self._registered:
+            self.register_providers()
+        depth = self.queue_depth() or 0
+        limit = self.settings.max_queue_depth - depth
+        # Providers known to the database but not registered here are left alone.
         due = self.store.due_steps(
-            self.providers, resend_after=timedelta(seconds=self.settings.resend_after)
+            self.providers,
+            resend_after=timedelta(seconds=self.settings.resend_after),
+            limit=limit,
+            registered=True,
         )
+        if not due:
+            return due
+        with self.celery_app.producer_or_acquire() as producer:
+            sent = sum(self.ring(doorbell, producer=producer) for doorbell in due)
         for doorbell in due:
-            log.info(
+            log.debug(
                 "reconciler: announcing %s ticket %s (%s)",
                 doorbell.provider,
                 doorbell.ticket,
                 doorbell.action.value,
             )
-            self.ring(doorbell)
+        log.info(
+            "reconciler: announced %d due step(s) (%d sent now, the rest due later); "
+            "%d message(s) were waiting",
+            len(due),
+            sent,
+            depth,
+        )
         return due
 
     def _known(self, name: str) -> Registered:
@@ -266,6 +318,12 @@ class IncrementalIngestion:
             prepare_broker(self.settings)
             if self.settings.auto_migrate:
                 self.migrate()
+            try:
+                # Once per worker start, before the pool forks: its processes inherit that
+                # the providers are registered, and no reconcile tick repeats it.
+                self.register_providers()
+            except Exception as exc:
+                log.warning("could not register the providers yet (the reconciler will): %s", exc)
             if self._store is not None:
                 self._store.dispose()  # no connection crosses the fork into the pool
 
@@ -278,7 +336,7 @@ class IncrementalIngestion:
 
         def on_worker_ready(sender: Any = None, **_: Any) -> None:
             if ours(sender):
-                self.tasks[RECONCILE].apply_async(queue=self.settings.queue)
+                self.tasks[RECONCILE].apply_async(queue=control_queue(self.settings))
 
         worker_init.connect(on_worker_init, weak=False)
         worker_process_init.connect(on_process_init, weak=False)
