@@ -220,6 +220,7 @@ class IncrementalIngestion:
             resend_after=timedelta(seconds=self.settings.resend_after),
             limit=limit,
             registered=True,
+            queued=depth,
         )
         if not due:
             return due

@@ -10,7 +10,18 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, String, any_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    String,
+    any_,
+    bindparam,
+    false,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ingestion import state
@@ -62,6 +73,7 @@ def due_steps(
     resend_after: timedelta,
     limit: int,
     registered: bool = False,
+    queued: int = 0,
 ) -> list[Doorbell]:
     """Steps of ``names`` that are due, held by no live lease, and not announced in
     ``resend_after``; the least recently announced first, ``limit`` at most.
@@ -69,7 +81,10 @@ def due_steps(
     Every transition counts as an announcement (its caller sends the task), so a step whose
     message was lost is announced again ``resend_after`` after it was recorded or due.
     ``registered`` says every name has a row already: when the table holds no other provider,
-    the names are not sent at all. One statement reads the steps with their burst numbers, one
+    the names are not sent at all. ``queued`` is how many messages wait in the burst queue:
+    as it is first in, first out, the ``queued`` most recently announced steps may still be
+    waiting there, and are not announced again (a step announced before them was lost).
+    One statement reads the steps with their burst numbers, one
     more records the announcement; on Postgres, rows another transaction holds (a claim, a
     second reconciler) are skipped, not waited for.
     """
@@ -77,18 +92,30 @@ def due_steps(
         return []
     p = m.providers.c
     c = m.cycles.c
+    waiting = [p.due_at <= tx.now, p.action != Action.PARKED.value]
+    waiting.append((p.lease_owner.is_(None)) | (p.lease_expires_at < tx.now))
+    wanted = list(names)
+    if not (registered and _provider_count(tx) == len(wanted)):
+        waiting.append(_name_in(tx, wanted))
+    again = p.sent_at <= tx.now - resend_after
+    if queued > 0:
+        # The sent_at of the queued-th most recent announcement still waiting for its claim.
+        cutoff = tx.conn.execute(
+            select(p.sent_at)
+            .where(*waiting, p.sent_at.is_not(None))
+            .order_by(p.sent_at.desc())
+            .offset(queued - 1)
+            .limit(1)
+        ).scalar()
+        again = again & (p.sent_at < cutoff) if cutoff is not None else false()
     stmt = (
         select(p.name, p.ticket, p.action, p.cycle_id, p.due_at, p.attempts, c.bursts)
         .select_from(m.providers.outerjoin(m.cycles, c.id == p.cycle_id))
-        .where(p.due_at <= tx.now, p.action != Action.PARKED.value)
-        .where((p.lease_owner.is_(None)) | (p.lease_expires_at < tx.now))
-        .where((p.sent_at.is_(None)) | (p.sent_at <= tx.now - resend_after))
+        .where(*waiting)
+        .where((p.sent_at.is_(None)) | again)
         .order_by(func.coalesce(p.sent_at, p.due_at), p.due_at)
         .limit(limit)
     )
-    wanted = list(names)
-    if not (registered and _provider_count(tx) == len(wanted)):
-        stmt = stmt.where(_name_in(tx, wanted))
     if tx.conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(of=m.providers, skip_locked=True)
     rows = tx.conn.execute(stmt).all()

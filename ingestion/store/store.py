@@ -76,12 +76,18 @@ class Store:
         resend_after: timedelta,
         limit: int = 1000,
         registered: bool = False,
+        queued: int = 0,
     ) -> list[Doorbell]:
         """Steps that are due, held by no live lease, and not announced in ``resend_after``
-        (``registered``: every name has a row already, see :func:`schedule.due_steps`)."""
+        (``registered``, ``queued``: see :func:`schedule.due_steps`)."""
         with self.db.write() as tx:
             return schedule.due_steps(
-                tx, names, resend_after=resend_after, limit=limit, registered=registered
+                tx,
+                names,
+                resend_after=resend_after,
+                limit=limit,
+                registered=registered,
+                queued=queued,
             )
 
     def claim(
