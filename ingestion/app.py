@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -144,10 +145,11 @@ class IncrementalIngestion:
 
     # -- scheduling -----------------------------------------------------------------------
 
-    def ring(self, doorbell: Doorbell, *, producer: Any = None) -> bool:
+    def ring(self, doorbell: Doorbell, *, producer: Any = None, declared: bool = False) -> bool:
         """Announce a recorded step to the workers; a far one is left to the reconciler.
 
-        ``producer`` (from ``celery_app.producer_or_acquire()``) sends many on one connection.
+        ``producer`` (from ``celery_app.producer_or_acquire()``) sends many on one connection;
+        ``declared``: the caller declared the queue on it already.
         """
         if doorbell.countdown > self.settings.max_countdown:
             return False
@@ -157,13 +159,18 @@ class IncrementalIngestion:
         name = doorbell.provider
         soft, hard = self.engine.time_limits(name) if name in self.providers else (None, None)
         try:
+            kwargs = {
+                "provider": name,
+                "ticket": doorbell.ticket,
+                "cycle": doorbell.cycle_id,
+                "burst": doorbell.burst,
+            }
             self.tasks[BURST].apply_async(
-                kwargs={
-                    "provider": name,
-                    "ticket": doorbell.ticket,
-                    "cycle": doorbell.cycle_id,
-                    "burst": doorbell.burst,
-                },
+                kwargs=kwargs,
+                # What Flower shows; plain values, so repr() says what Celery's saferepr would.
+                argsrepr="()",
+                kwargsrepr=repr(kwargs),
+                declare=[] if declared else None,
                 countdown=doorbell.countdown,
                 shadow=f"{BURST}[{name}]",
                 soft_time_limit=soft,
@@ -224,8 +231,7 @@ class IncrementalIngestion:
         )
         if not due:
             return due
-        with self.celery_app.producer_or_acquire() as producer:
-            sent = sum(self.ring(doorbell, producer=producer) for doorbell in due)
+        sent = self._announce(due)
         for doorbell in due:
             log.debug(
                 "reconciler: announcing %s ticket %s (%s)",
@@ -241,6 +247,21 @@ class IncrementalIngestion:
             depth,
         )
         return due
+
+    def _announce(self, due: list[Doorbell]) -> int:
+        """Send ``due`` on one producer, in one Redis pipeline where kombu can batch; how many
+        went out (the others are announced again by a later tick)."""
+        try:
+            with self.celery_app.producer_or_acquire() as producer:
+                batch = getattr(producer, "batch", None)  # kombu >= 5.7
+                producer.maybe_declare(self.celery_app.amqp.queues[self.settings.queue])
+                with batch() if batch is not None else nullcontext():
+                    return sum(
+                        self.ring(doorbell, producer=producer, declared=True) for doorbell in due
+                    )
+        except Exception:
+            log.exception("could not announce %d due step(s); a later tick will", len(due))
+            return 0
 
     def _known(self, name: str) -> Registered:
         registered = self.registered(name)
