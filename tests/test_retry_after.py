@@ -135,7 +135,10 @@ def test_a_rate_limit_after_a_failure_spends_no_further_backoff_step(
         2: RetryAfter(60, "example rate limit"),
     }
     ingestion.add_provider(
-        ScriptedProvider("limited", 2, script), burst_interval=0, backoff=[0.01, 100, 100]
+        ScriptedProvider("limited", 2, script),
+        burst_interval=0,
+        backoff=[0.01, 100, 100],
+        page_retries=0,
     )
     ingestion.store.ensure_providers(["limited"])
     doorbell = ingestion.store.start("limited")
