@@ -1,6 +1,7 @@
 """The benchmark providers and tasks; ``bench.worker`` is the module the workers load.
 
-``BENCH_PROVIDERS`` is a JSON list of ``{"name", "count", "page_size", "options"}``;
+``BENCH_PROVIDERS`` is a JSON list of ``{"name", "count", "page_size", "first", "options"}``
+(``first``: the number of the provider's first entity, so that providers own apart);
 ``BENCH_PROVIDERS_FILE`` names a YAML file of the same entries under ``providers:`` (thousands
 of providers do not fit in an environment variable). The app
 also defines ``bench.relay``, a task that sends itself on and records when each hop ran: the
@@ -29,7 +30,9 @@ def build(
     if specs is None:
         specs = _specs_from_environment()
     for spec in specs:
-        provider = BenchProvider(spec["name"], spec["count"], spec.get("page_size", PAGE_SIZE))
+        provider = BenchProvider(
+            spec["name"], spec["count"], spec.get("page_size", PAGE_SIZE), spec.get("first", 0)
+        )
         ingestion.add_provider(provider, **spec.get("options", {}))
     _register_relay(ingestion)
     return ingestion

@@ -131,7 +131,7 @@ def scaleout(config: Config) -> ScaleOut:
     """8 providers of 50,000 entities (times the scale) with 1, 2 and 4 pool processes."""
     count = config.size(SCALEOUT_ENTITIES)
     names = [f"scale-{i}" for i in range(SCALEOUT_PROVIDERS)]
-    specs = [_throughput_spec(name, count) for name in names]
+    specs = [{**_throughput_spec(name, count), "first": i * count} for i, name in enumerate(names)]
     db = config.postgres().create()
     runs: list[ScaleOutRun] = []
     try:
@@ -150,8 +150,13 @@ def scaleout(config: Config) -> ScaleOut:
                 entities = records.scalar(
                     "SELECT sum(entities) FROM ingestion_cycles WHERE status = 'completed'"
                 )
+                written = records.scalar(
+                    "SELECT sum(written) FROM ingestion_cycles WHERE status = 'completed'"
+                )
             finally:
                 records.close()
+            if int(written) != count * len(names):
+                raise BenchError(f"the cycles wrote {written} entities, expected {count * 8}")
             runs.append(ScaleOutRun(processes, int(entities), float(seconds)))
     finally:
         db.drop()
@@ -192,6 +197,7 @@ def write_providers_file(path: Path, count: int, entities: int = MANY_ENTITIES) 
             "name": f"many-{i:05d}",
             "count": entities,
             "page_size": MANY_PAGE,
+            "first": i * entities,
             "options": {"rest_length": MANY_REST},
         }
         for i in range(count)

@@ -43,10 +43,11 @@ def bench_ref(number: int) -> str:
 class BenchProvider(IncrementalEntityProvider[dict[str, int], None]):
     """``count`` generated entities, ``page_size`` a page; the cursor is ``{"offset": n}``."""
 
-    def __init__(self, name: str, count: int, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, name: str, count: int, page_size: int = PAGE_SIZE, first: int = 0) -> None:
         self.name = name
         self.count = count
         self.page_size = page_size
+        self.first = first  # the number of its first entity: providers side by side own apart
 
     def get_provider_name(self) -> str:
         return self.name
@@ -63,7 +64,8 @@ class BenchProvider(IncrementalEntityProvider[dict[str, int], None]):
         return EntityIteratorResult(
             done=end >= self.count,
             entities=[
-                DeferredEntity(bench_entity(n), location_key=location) for n in range(start, end)
+                DeferredEntity(bench_entity(self.first + n), location_key=location)
+                for n in range(start, end)
             ],
             cursor={"offset": end},
         )

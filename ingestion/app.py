@@ -26,6 +26,9 @@ from ingestion.tasks import BURST, RECONCILE, register_tasks
 
 log = logging.getLogger("ingestion")
 
+#: How many announcements of one reconciler tick are logged by name.
+LOGGED_ANNOUNCEMENTS = 10
+
 
 class IncrementalIngestion:
     """Providers, the state and catalog database, and the Celery app that runs their bursts.
@@ -232,8 +235,9 @@ class IncrementalIngestion:
         if not due:
             return due
         sent = self._announce(due)
-        for doorbell in due:
-            log.debug(
+        # Each by name while they are few (a lost message, a rest ended); a summary at scale.
+        for doorbell in due[:LOGGED_ANNOUNCEMENTS]:
+            log.info(
                 "reconciler: announcing %s ticket %s (%s)",
                 doorbell.provider,
                 doorbell.ticket,
