@@ -79,7 +79,9 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
 ) -> None:
-    source.count, source.delay = 1000, 0.1  # 40 pages of 0.1 s, bursts of about 1.5 s
+    # 80 pages of 0.1 s, bursts of about 1.5 s: the cycle is still running when every
+    # process has started, even on a busy machine
+    source.count, source.delay = 2000, 0.1
     spec = provider_spec(source_server, burst_length=1.5)
     # The default lease, reconciler period and resend delay: recovery as deployed
     workers = workers_factory(
@@ -106,15 +108,15 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     assert set(client.catalog.refs("services")) == source.refs()
     cycle = completed_cycles(client)[0]
     marks = client.store.checkpoints("services", limit=1000)
-    assert sorted(m["sequence"] for m in marks) == list(range(1, 41)), "each page exactly once"
-    assert cycle["pages"] == 40 and cycle["entities"] == 1000
+    assert sorted(m["sequence"] for m in marks) == list(range(1, 81)), "each page exactly once"
+    assert cycle["pages"] == 80 and cycle["entities"] == 2000
     bursts = client.store.bursts("services", limit=1000)
     lost = [b for b in bursts if b["outcome"] == "lost"]
     assert [b["id"] for b in lost] == [victim_burst["id"]]
     assert "never finished" in (lost[0]["error"] or "")
     after = [b for b in bursts if b["id"] > victim_burst["id"] and b["outcome"] != "lost"]
     assert after and all(b["worker"].startswith(f"{survivor}@") for b in after)
-    assert sum(b["pages"] for b in bursts) == 40, "no page committed twice"
+    assert sum(b["pages"] for b in bursts) == 80, "no page committed twice"
     # Replaced within 20 s: the lease (10 s) plus a reconciler period (5 s), and the lost burst,
     # which had made progress, retried at once
     replaced = min(b["started_at"] for b in after)
@@ -129,7 +131,7 @@ def test_a_worker_stopped_warm_mid_burst_hands_over_at_once(
     source_server: SourceServer,
     workers_factory: Callable[..., Workers],
 ) -> None:
-    source.count, source.delay = 1000, 0.1
+    source.count, source.delay = 2000, 0.1
     spec = provider_spec(source_server, burst_length=1.5)
     workers = workers_factory(
         pg_url, redis_url, [spec], reconcile_interval=5, resend_after=5, lease_seconds=10
