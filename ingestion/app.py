@@ -217,13 +217,15 @@ class IncrementalIngestion:
         """Announce every due step that no worker holds, while the burst queue has room.
 
         Registers the providers first if this process has not. The steps go out on one broker
-        connection; the queue is topped up to ``max_queue_depth`` messages, so a backlog of
-        announced steps is not announced again while the workers work through it.
+        connection, ``max_announce`` at most; steps whose messages may still wait in the burst
+        queue (as many as it holds, the most recently announced) are not announced again.
         """
         if not self._registered:
             self.register_providers()
         depth = self.queue_depth() or 0
-        limit = self.settings.max_queue_depth - depth
+        # Not the room left in the queue: it also holds messages with a countdown (a rest
+        # ending soon) that no worker may run yet, and they must not hold back first cycles.
+        limit = self.settings.max_announce
         # Providers known to the database but not registered here are left alone.
         due = self.store.due_steps(
             self.providers,

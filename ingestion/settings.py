@@ -42,12 +42,11 @@ class Settings(BaseSettings):
         "cancel, reset), so that no backlog of bursts delays them; '<queue>.control' when "
         "empty. A worker consumes both unless told otherwise (celery worker -Q).",
     )
-    max_queue_depth: int = Field(
+    max_announce: int = Field(
         1000,
         ge=1,
-        description="The reconciler announces due steps only while the burst queue holds "
-        "fewer messages than this, and at most the difference per tick: workers get work as "
-        "fast as they take it, and a step waiting in a deep queue is not announced twice.",
+        description="The most due steps one reconciler tick announces (the least recently "
+        "announced first); the rest wait for the next tick.",
     )
     reconcile_interval: float = Field(
         5.0,

@@ -111,17 +111,17 @@ def test_a_tick_announcing_hundreds_needs_no_statement_per_provider(
 
 
 @pytest.mark.timeout(120)
-def test_the_reconciler_tops_the_burst_queue_up_to_its_depth(
+def test_the_reconciler_announces_a_bounded_number_a_tick_and_nothing_twice_while_queued(
     database_url: str, tmp_path: Path
 ) -> None:
-    # Given 50 due providers and room for 20 messages in the burst queue
-    ingestion = many(database_url, tmp_path, 50, max_queue_depth=20)
-    # When the reconciler ticks twice
-    first = ingestion.reconcile()
-    second = ingestion.reconcile()
-    # Then it announced 20, the oldest first, and nothing while the queue is full
-    assert len(first) == 20 and second == []
-    assert ingestion.queue_depth() == 20
+    # Given 50 due providers and at most 20 announcements a tick
+    ingestion = many(database_url, tmp_path, 50, max_announce=20)
+    # When the reconciler ticks four times
+    ticks = [ingestion.reconcile() for _ in range(4)]
+    # Then it announced 20, 20, 10, each once, and nothing while their messages wait
+    assert [len(t) for t in ticks] == [20, 20, 10, 0]
+    assert len({d.provider for t in ticks for d in t}) == 50
+    assert ingestion.queue_depth() == 50
     ingestion.store.dispose()
 
 
