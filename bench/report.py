@@ -366,7 +366,8 @@ def _method(c: Config) -> list[str]:
         "multiplies every size (default 1: 200,000 entities for figures 1, 2 and 6, 10k/100k/1M "
         "for figure 3, 1M for figure 4), `BENCH_REPEATS` sets the repeats (default 3), "
         "`BENCH_ONLY` picks figures (e.g. `throughput,sweep`; `profile` is the py-spy "
-        "breakdown, skipped when py-spy is not installed). A tiny version of every figure "
+        "breakdown, skipped when py-spy is not installed; `ticks`, `scaleout` and `providers` the "
+        "Scale-out section, each capped in time). A tiny version of every figure "
         "runs in `make test` (`tests/test_bench_smoke.py`): it checks that the benchmark runs "
         "and gives sane numbers, never a speed.",
         "",
