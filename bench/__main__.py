@@ -1,8 +1,8 @@
 """``python -m bench``: run the benchmarks and write ``docs/benchmarks.md``.
 
 Environment: ``BENCH_SCALE`` (sizes, default 1), ``BENCH_REPEATS`` (default 3), ``BENCH_ONLY``
-(comma-separated: throughput, overlap, memory, sweep, scheduling, embedded, profile),
-``BENCH_OUTPUT``
+(comma-separated: throughput, overlap, memory, sweep, scheduling, embedded, profile, ticks,
+scaleout, providers), ``BENCH_OUTPUT``
 (default docs/benchmarks.md), ``BENCH_NOTES`` (Markdown appended to the output, default
 bench/notes.md),
 ``BENCH_WORKDIR`` (keep the worker logs there), ``BENCH_DATABASE``, ``BENCH_PG_ADMIN_DSN``,
@@ -19,13 +19,24 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import figures
+from bench import figures, scale
 from bench.figures import Config
 from bench.harness import ROOT
 from bench.profile import profile
 from bench.report import Results, render
 
-FIGURES = ("throughput", "overlap", "memory", "sweep", "scheduling", "embedded", "profile")
+FIGURES = (
+    "throughput",
+    "overlap",
+    "memory",
+    "sweep",
+    "scheduling",
+    "embedded",
+    "profile",
+    "ticks",
+    "scaleout",
+    "providers",
+)
 
 
 def config_from_env(workdir: Path) -> Config:
@@ -59,7 +70,8 @@ def main() -> int:
                 continue
             print(f"bench: {name} ...", flush=True)
             figure_started = time.monotonic()
-            run = profile if name == "profile" else getattr(figures, name)
+            run = profile if name == "profile" else getattr(figures, name, None)
+            run = run or getattr(scale, name)
             results[name] = run(config)
             print(f"bench: {name} done in {time.monotonic() - figure_started:.0f}s", flush=True)
         report = Results(config, started, time.monotonic() - clock, **results)  # type: ignore[arg-type]

@@ -1,7 +1,10 @@
 """The benchmark providers and tasks; ``bench.worker`` is the module the workers load.
 
 ``BENCH_PROVIDERS`` is a JSON list of
-``{"name", "count", "page_size", "latency", "options"}``. The app
+``{"name", "count", "page_size", "latency", "first", "options"}`` (``latency``: seconds a page
+takes; ``first``: the number of the provider's first entity, so that providers own apart);
+``BENCH_PROVIDERS_FILE`` names a YAML file of the same entries under ``providers:`` (thousands
+of providers do not fit in an environment variable). The app
 also defines ``bench.relay``, a task that sends itself on and records when each hop ran: the
 floor of what one Celery task sending the next costs on the same broker.
 """
@@ -12,6 +15,8 @@ import json
 import os
 import time
 from typing import Any
+
+import yaml
 
 from bench.source import PAGE_SIZE, BenchProvider
 from ingestion import IncrementalIngestion, Settings
@@ -24,17 +29,28 @@ def build(
 ) -> IncrementalIngestion:
     ingestion = IncrementalIngestion(settings=settings)
     if specs is None:
-        specs = json.loads(os.environ.get("BENCH_PROVIDERS", "[]"))
+        specs = _specs_from_environment()
     for spec in specs:
         provider = BenchProvider(
             spec["name"],
             spec["count"],
             spec.get("page_size", PAGE_SIZE),
-            spec.get("latency", 0.0),
+            latency=spec.get("latency", 0.0),
+            first=spec.get("first", 0),
         )
         ingestion.add_provider(provider, **spec.get("options", {}))
     _register_relay(ingestion)
     return ingestion
+
+
+def _specs_from_environment() -> list[dict[str, Any]]:
+    path = os.environ.get("BENCH_PROVIDERS_FILE")
+    if path:
+        with open(path, encoding="utf-8") as data:
+            loaded: list[dict[str, Any]] = yaml.safe_load(data)["providers"]
+        return loaded
+    specs: list[dict[str, Any]] = json.loads(os.environ.get("BENCH_PROVIDERS", "[]"))
+    return specs
 
 
 def _register_relay(ingestion: IncrementalIngestion) -> None:

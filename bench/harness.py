@@ -210,7 +210,8 @@ def _clean_env() -> dict[str, str]:
 
 @dataclass
 class Worker:
-    """One real ``celery worker`` process (prefork, one pool process) running ``bench.worker``."""
+    """One real ``celery worker`` process (prefork, ``concurrency`` pool processes, one by
+    default) running ``bench.worker``."""
 
     workdir: Path
     database_url: str
@@ -218,6 +219,10 @@ class Worker:
     providers: list[dict[str, Any]]
     name: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:6]}")
     queue: str = field(default_factory=lambda: f"ingestion-bench-{uuid.uuid4().hex[:8]}")
+    concurrency: int = 1
+    #: A YAML file of providers (see bench.app) instead of ``providers``, for thousands of them.
+    providers_file: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     client: Celery | None = None
 
@@ -240,6 +245,9 @@ class Worker:
                 "BENCH_PROVIDERS": json.dumps(self.providers),
             }
         )
+        if self.providers_file is not None:
+            env["BENCH_PROVIDERS_FILE"] = str(self.providers_file)
+        env.update(self.extra_env)
         return env
 
     def send(self, task: str, *args: Any, **kwargs: Any) -> None:
@@ -277,7 +285,7 @@ class Worker:
                 "worker",
                 "--loglevel=INFO",
                 f"--hostname={self.name}@%h",
-                "--concurrency=1",
+                f"--concurrency={self.concurrency}",
                 "--pool=prefork",
                 "--without-mingle",
                 "--without-gossip",

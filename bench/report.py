@@ -27,6 +27,7 @@ from bench.figures import (
     median,
 )
 from bench.profile import RATE, Profile
+from bench.scale import MANY_ENTITIES, MANY_PAGE, MANY_REST, Many, ScaleOut, Ticks
 from ingestion.settings import EMBEDDED_BROKER
 
 MIB = 1024 * 1024
@@ -51,6 +52,9 @@ class Results:
     embedded: Embedded | None = None
     profile: Profile | None = None
     overlap: Overlap | None = None
+    ticks: Ticks | None = None
+    scaleout: ScaleOut | None = None
+    providers: Many | None = None
 
 
 def _met(ok: bool) -> str:
@@ -205,6 +209,8 @@ def render(results: Results, notes: str = "") -> str:
         out += _overlap(results.overlap)
     if results.profile:
         out += _profile(results.profile)
+    if results.ticks or results.scaleout or results.providers:
+        out += scale_section(results.ticks, results.scaleout, results.providers)
     out += _method(c)
     if notes:
         out += ["", notes.strip()]
@@ -399,7 +405,8 @@ def _method(c: Config) -> list[str]:
         "multiplies every size (default 1: 200,000 entities for figures 1, 2 and 6, 10k/100k/1M "
         "for figure 3, 1M for figure 4), `BENCH_REPEATS` sets the repeats (default 3), "
         "`BENCH_ONLY` picks figures (e.g. `throughput,sweep`; `profile` is the py-spy "
-        "breakdown, skipped when py-spy is not installed). A tiny version of every figure "
+        "breakdown, skipped when py-spy is not installed; `ticks`, `scaleout` and `providers` the "
+        "Scale-out section, each capped in time). A tiny version of every figure "
         "runs in `make test` (`tests/test_bench_smoke.py`): it checks that the benchmark runs "
         "and gives sane numbers, never a speed.",
         "",
@@ -411,3 +418,77 @@ def _method(c: Config) -> list[str]:
         "database clock), from the claim of the first burst to the end of the last one.",
         "- The raw rows are made before the clock starts: the raw figure is the write alone.",
     ]
+
+
+def scale_section(ticks: Ticks | None, so: ScaleOut | None, many: Many | None) -> list[str]:
+    """``## Scale-out``: more pool processes, thousands of providers, the reconciler's tick."""
+    out = ["## Scale-out", ""]
+    if so:
+        base = so.runs[0].rate
+        out += [
+            f"{so.providers} providers of {so.per_provider:,} entities (about 1 KB, pages of "
+            "500, `burst_interval` 0), one worker with 1, 2 and 4 pool processes (`-c`), "
+            "Postgres and Redis on the same 2-core machine. Entities/s is every entity of "
+            "the 8 first cycles over the time from the first claim to the last cycle's end.",
+            "",
+            "| pool processes | entities/s | against one | seconds |",
+            "| --- | --- | --- | --- |",
+            *[
+                f"| {r.processes} | {_rate(r.rate)} | {r.rate / base:.2f} | {r.seconds:.1f} |"
+                for r in so.runs
+            ],
+            "",
+        ]
+    if many:
+        out += [
+            f"Providers of {MANY_ENTITIES} entities each (pages of {MANY_PAGE}, rest "
+            f"{MANY_REST:g} s, the other options default) listed in a YAML file the worker "
+            "loads; one worker with two pool processes, Celery beat with the default "
+            "reconciler interval (5 s), and a Redis server of the run's own, so that its "
+            "`INFO commandstats` count the run's commands alone (every command of the run, "
+            "beat, reconciler and idle polling included, over the bursts the run recorded). "
+            "Each run is capped; a run that did not complete every first cycle in its cap "
+            "says how many it did.",
+            "",
+            "| providers | first cycles completed | time to all first cycles | cycles/min "
+            "after | reconciler ticks | tick median (max) | steps announced per tick, max "
+            "| bursts | stale or duplicate skips | Redis commands per burst |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in many.runs:
+            times = [t for t, _ in r.ticks]
+            first = f"{r.first_seconds:.0f} s" if r.first_seconds else f"not within {r.cap:.0f} s"
+            tick = f"{median(times) * 1000:.0f} ms ({max(times) * 1000:.0f} ms)" if times else "-"
+            out.append(
+                f"| {r.providers:,} | {r.first_cycles:,} | {first} | "
+                f"{r.cycles_per_minute:,.0f} (over {r.window:.0f} s) | {len(r.ticks)} | {tick} | "
+                f"{max((n for _, n in r.ticks), default=0):,} | {r.bursts:,} | {r.skipped:,} | "
+                f"{r.commands_per_burst:.1f} |"
+            )
+        out.append("")
+        for r in many.runs:
+            top = sorted(r.commands.items(), key=lambda kv: -kv[1])[:8]
+            listed = ", ".join(f"{k} {v / max(1, r.bursts):.1f}" for k, v in top)
+            every = max(1, len(r.progress) // 8)
+            steps = ", ".join(f"{s:.0f} s: {n:,}" for s, n in r.progress[::every])
+            out.append(
+                f"- {r.providers:,} providers: per burst {listed}; first cycles done by {steps}"
+            )
+        out.append("")
+    if ticks:
+        out += [
+            f"The reconciler's tick in one process at {ticks.providers:,} registered providers "
+            f"(Postgres, a Redis of its own), five times each: idle (nothing due), and "
+            f"announcing {ticks.due:,} due steps; statements counted with SQLAlchemy's "
+            "`before_cursor_execute`.",
+            "",
+            "| tick | median (ms) | each (ms) | statements |",
+            "| --- | --- | --- | --- |",
+            f"| idle | {median(ticks.idle) * 1000:.1f} | "
+            f"{_list([t * 1000 for t in ticks.idle], '{:.1f}')} | {ticks.idle_statements} |",
+            f"| announcing {ticks.due:,} | {median(ticks.announcing) * 1000:.0f} | "
+            f"{_list([t * 1000 for t in ticks.announcing], '{:.0f}')} | "
+            f"{ticks.announcing_statements} |",
+            "",
+        ]
+    return out

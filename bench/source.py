@@ -44,15 +44,22 @@ def bench_ref(number: int) -> str:
 class BenchProvider(IncrementalEntityProvider[dict[str, int], None]):
     """``count`` generated entities, ``page_size`` a page; the cursor is ``{"offset": n}``.
 
-    ``latency``: seconds each page takes before it is made, like a remote API's round trip."""
+    ``latency``: seconds each page takes before it is made, like a remote API's round trip;
+    ``first``: the number of its first entity, so that providers side by side own apart."""
 
     def __init__(
-        self, name: str, count: int, page_size: int = PAGE_SIZE, latency: float = 0.0
+        self,
+        name: str,
+        count: int,
+        page_size: int = PAGE_SIZE,
+        latency: float = 0.0,
+        first: int = 0,
     ) -> None:
         self.name = name
         self.count = count
         self.page_size = page_size
         self.latency = latency
+        self.first = first
 
     def get_provider_name(self) -> str:
         return self.name
@@ -71,7 +78,8 @@ class BenchProvider(IncrementalEntityProvider[dict[str, int], None]):
         return EntityIteratorResult(
             done=end >= self.count,
             entities=[
-                DeferredEntity(bench_entity(n), location_key=location) for n in range(start, end)
+                DeferredEntity(bench_entity(self.first + n), location_key=location)
+                for n in range(start, end)
             ],
             cursor={"offset": end},
         )

@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -18,12 +19,15 @@ from ingestion.engine import BurstReport, Engine, ProgressCallback, Registered
 from ingestion.errors import ConfigurationError, ProviderConfigError, UnknownProvider
 from ingestion.options import ProviderOptions
 from ingestion.provider import IncrementalEntityProvider
-from ingestion.settings import Settings, celery_config, prepare_broker
+from ingestion.settings import Settings, celery_config, control_queue, prepare_broker
 from ingestion.state import BurstOutcome
 from ingestion.store import Doorbell, ErrorKind, Store
 from ingestion.tasks import BURST, RECONCILE, register_tasks
 
 log = logging.getLogger("ingestion")
+
+#: How many announcements of one reconciler tick are logged by name.
+LOGGED_ANNOUNCEMENTS = 10
 
 
 class IncrementalIngestion:
@@ -64,6 +68,7 @@ class IncrementalIngestion:
         self.tasks = register_tasks(self.celery_app, self)
         self._connect_signals()
         self._broker_ready = False
+        self._registered = False
 
     # -- registry -------------------------------------------------------------------------
 
@@ -143,8 +148,12 @@ class IncrementalIngestion:
 
     # -- scheduling -----------------------------------------------------------------------
 
-    def ring(self, doorbell: Doorbell) -> bool:
-        """Announce a recorded step to the workers; a far one is left to the reconciler."""
+    def ring(self, doorbell: Doorbell, *, producer: Any = None, declared: bool = False) -> bool:
+        """Announce a recorded step to the workers; a far one is left to the reconciler.
+
+        ``producer`` (from ``celery_app.producer_or_acquire()``) sends many on one connection;
+        ``declared``: the caller declared the queue on it already.
+        """
         if doorbell.countdown > self.settings.max_countdown:
             return False
         if not self._broker_ready:
@@ -153,18 +162,24 @@ class IncrementalIngestion:
         name = doorbell.provider
         soft, hard = self.engine.time_limits(name) if name in self.providers else (None, None)
         try:
+            kwargs = {
+                "provider": name,
+                "ticket": doorbell.ticket,
+                "cycle": doorbell.cycle_id,
+                "burst": doorbell.burst,
+            }
             self.tasks[BURST].apply_async(
-                kwargs={
-                    "provider": name,
-                    "ticket": doorbell.ticket,
-                    "cycle": doorbell.cycle_id,
-                    "burst": doorbell.burst,
-                },
+                kwargs=kwargs,
+                # What Flower shows; plain values, so repr() says what Celery's saferepr would.
+                argsrepr="()",
+                kwargsrepr=repr(kwargs),
+                declare=[] if declared else None,
                 countdown=doorbell.countdown,
                 shadow=f"{BURST}[{name}]",
                 soft_time_limit=soft,
                 time_limit=hard,
                 queue=self.settings.queue,
+                producer=producer,
             )
         except Exception:
             # The step is in the database: the reconciler announces it when the broker is back.
@@ -172,22 +187,87 @@ class IncrementalIngestion:
             return False
         return True
 
+    def register_providers(self) -> list[str]:
+        """Give every registered provider its row in the database (a new one is due at once).
+
+        A worker does it when it starts, and the first reconcile of a process that has not; a
+        provider added to a running deployment is registered when a worker restarts with it.
+        Returns the names that were new.
+        """
+        created = self.store.ensure_providers(self.providers)
+        self._registered = True
+        return created
+
+    def queue_depth(self) -> int | None:
+        """Messages waiting in the burst queue; ``None`` if the broker cannot say."""
+        if not self._broker_ready:
+            prepare_broker(self.settings)
+            self._broker_ready = True
+        try:
+            with self.celery_app.connection_for_write() as conn:
+                declared = conn.default_channel.queue_declare(
+                    queue=self.settings.queue, passive=True
+                )
+            return int(declared.message_count)
+        except Exception as exc:  # a queue nobody declared yet, or a broker away
+            log.debug("could not read the depth of queue %s: %s", self.settings.queue, exc)
+            return None
+
     def reconcile(self) -> list[Doorbell]:
-        """Register new providers and announce every due step that no worker holds."""
-        self.store.ensure_providers(self.providers)
-        # Providers known to the database but no longer registered here are left alone.
+        """Announce every due step that no worker holds, while the burst queue has room.
+
+        Registers the providers first if this process has not. The steps go out on one broker
+        connection, ``max_announce`` at most; steps whose messages may still wait in the burst
+        queue (as many as it holds, the most recently announced) are not announced again.
+        """
+        if not self._registered:
+            self.register_providers()
+        depth = self.queue_depth() or 0
+        # Not the room left in the queue: it also holds messages with a countdown (a rest
+        # ending soon) that no worker may run yet, and they must not hold back first cycles.
+        limit = self.settings.max_announce
+        # Providers known to the database but not registered here are left alone.
         due = self.store.due_steps(
-            self.providers, resend_after=timedelta(seconds=self.settings.resend_after)
+            self.providers,
+            resend_after=timedelta(seconds=self.settings.resend_after),
+            limit=limit,
+            registered=True,
+            queued=depth,
         )
-        for doorbell in due:
+        if not due:
+            return due
+        sent = self._announce(due)
+        # Each by name while they are few (a lost message, a rest ended); a summary at scale.
+        for doorbell in due[:LOGGED_ANNOUNCEMENTS]:
             log.info(
                 "reconciler: announcing %s ticket %s (%s)",
                 doorbell.provider,
                 doorbell.ticket,
                 doorbell.action.value,
             )
-            self.ring(doorbell)
+        log.info(
+            "reconciler: announced %d due step(s) (%d sent now, the rest due later); "
+            "%d message(s) were waiting",
+            len(due),
+            sent,
+            depth,
+        )
         return due
+
+    def _announce(self, due: list[Doorbell]) -> int:
+        """Send ``due`` on one producer, in one Redis pipeline where kombu can batch; how many
+        went out (the others are announced again by a later tick)."""
+        try:
+            with self.celery_app.producer_or_acquire() as producer:
+                batch = getattr(producer, "batch", None)  # kombu >= 5.7
+                producer.maybe_declare(self.celery_app.amqp.queues[self.settings.queue])
+                with batch() if batch is not None else nullcontext():
+                    return sum(
+                        self.ring(doorbell, producer=producer, declared=True) for doorbell in due
+                    )
+        except Exception:
+            log.exception("could not announce %d due step(s); a later tick will", len(due))
+            return 0
 
     def _known(self, name: str) -> Registered:
         registered = self.registered(name)
@@ -271,6 +351,12 @@ class IncrementalIngestion:
         prepare_broker(self.settings)
         if self.settings.auto_migrate:
             self.migrate()
+        try:
+            # Once per worker start, before the pool forks: its processes inherit that the
+            # providers are registered, and no reconcile tick repeats it.
+            self.register_providers()
+        except Exception as exc:
+            log.warning("could not register the providers yet (the reconciler will): %s", exc)
         if self._store is not None:
             self._store.dispose()  # no connection crosses the fork into the pool
 
@@ -283,7 +369,7 @@ class IncrementalIngestion:
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._ours(sender):
-            self.tasks[RECONCILE].apply_async(queue=self.settings.queue)
+            self.tasks[RECONCILE].apply_async(queue=control_queue(self.settings))
 
     def close(self) -> None:
         """Close the database connections this ingestion holds (a worker never needs to)."""

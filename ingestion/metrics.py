@@ -10,6 +10,7 @@ restarts. See ``docs/operations.md``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -71,8 +72,10 @@ class IngestionCollector(Collector):
         *,
         burst_buckets: Sequence[float] = BURST_BUCKETS,
         cycle_buckets: Sequence[float] = CYCLE_BUCKETS,
+        overdue_after: float = 5.0,
     ) -> None:
         self.db = db
+        self.overdue_after = timedelta(seconds=overdue_after)
         self.burst_buckets = tuple(burst_buckets)
         self.cycle_buckets = tuple(cycle_buckets)
 
@@ -98,6 +101,13 @@ class IngestionCollector(Collector):
             stats.cycle_durations(self.db, self.cycle_buckets),
         )
         yield from _gauges(stats.provider_gauges(self.db))
+        overdue = GaugeMetricFamily(
+            "ingestion_providers_overdue",
+            "Providers due for longer than a reconciler interval and held by no burst: work "
+            "waiting behind a deep queue, or no worker or beat running.",
+        )
+        overdue.add_metric([], stats.overdue_providers(self.db, self.overdue_after))
+        yield overdue
 
 
 def _histogram(name: str, documentation: str, rows: list[stats.Histogram]) -> Metric:

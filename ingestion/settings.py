@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kombu.entity import Queue
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,7 +37,19 @@ class Settings(BaseSettings):
     broker_dir: Path = Field(
         Path("ingestion-broker"), description="Folder of the embedded file broker."
     )
-    queue: str = Field("ingestion", description="The queue every ingestion task is sent to.")
+    queue: str = Field("ingestion", description="The queue of the bursts.")
+    control_queue: str = Field(
+        "",
+        description="The queue of the reconciler and the operator tasks (trigger, start, "
+        "cancel, reset), so that no backlog of bursts delays them; '<queue>.control' when "
+        "empty. A worker consumes both unless told otherwise (celery worker -Q).",
+    )
+    max_announce: int = Field(
+        1000,
+        ge=1,
+        description="The most due steps one reconciler tick announces (the least recently "
+        "announced first); the rest wait for the next tick.",
+    )
     reconcile_interval: float = Field(
         5.0,
         gt=0,
@@ -77,8 +90,26 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(True, description="Migrate the schema when a worker starts.")
 
 
+def control_queue(settings: Settings) -> str:
+    """The queue of the reconciler and the operator tasks."""
+    return settings.control_queue or f"{settings.queue}.control"
+
+
+#: The tasks that go to the control queue: short, idempotent, never behind a backlog of bursts.
+CONTROL_TASKS = (
+    "ingestion.reconcile",
+    "ingestion.trigger",
+    "ingestion.start",
+    "ingestion.cancel",
+    "ingestion.reset",
+)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings the engine's invariants call for."""
+    control = control_queue(settings)
+    routes: dict[str, Any] = {name: {"queue": control} for name in CONTROL_TASKS}
+    routes["ingestion.*"] = {"queue": settings.queue}
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -91,17 +122,27 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Flower shows a task from the worker's events (received, started, succeeded); the
+        # sender's task-sent event would be one more broker command for every burst.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "task_default_queue": settings.queue,
-        "task_routes": {"ingestion.*": {"queue": settings.queue}},
+        # A worker consumes both queues by default (celery worker -Q picks).
+        "task_queues": [Queue(settings.queue), Queue(control)],  # type: ignore[no-untyped-call]
+        "task_routes": routes,
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {
             "ingestion-reconcile": {
                 "task": "ingestion.reconcile",
                 "schedule": settings.reconcile_interval,
-                "options": {"expires": settings.reconcile_interval},
+                # On a queue of its own a reconcile waits at most for a free pool process; the
+                # expiry only keeps ticks from piling up while no worker runs (a late tick is
+                # harmless: it announces what is due then).
+                "options": {
+                    "queue": control,
+                    "expires": max(60.0, 10 * settings.reconcile_interval),
+                },
             }
         },
     }

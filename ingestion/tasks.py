@@ -47,7 +47,8 @@ def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Ta
             "entities": report.entities,
         }
 
-    @app.task(name=RECONCILE, shared=False)  # type: ignore[untyped-decorator]
+    # No task events for the reconciler: every few seconds, and Flower has nothing to show.
+    @app.task(name=RECONCILE, shared=False, send_events=False)  # type: ignore[untyped-decorator]
     def reconcile() -> int:
         """Announce every due step that no worker holds (lost messages, long rests)."""
         return len(ingestion.reconcile())

@@ -141,7 +141,9 @@ def create_api(
         _admin_router(ingestion), prefix="/incremental", dependencies=[Depends(require_admin)]
     )
     api.include_router(_catalog_router(ingestion), dependencies=[Depends(require_admin)])
-    registry = metrics.registry_for(ingestion.store.db)
+    registry = metrics.registry_for(
+        ingestion.store.db, overdue_after=ingestion.settings.reconcile_interval
+    )
 
     @api.get("/metrics", dependencies=[Depends(require_metrics)], tags=["metrics"])
     def prometheus() -> Response:

@@ -90,7 +90,8 @@ providers = Table(
     metadata,
     Column("name", String(255), primary_key=True),
     Column("action", String(16), nullable=False),  # state.Action
-    Column("due_at", UTCDateTime(), nullable=False),
+    # The reconciler reads the due steps by this index: an idle tick reads no row.
+    Column("due_at", UTCDateTime(), nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     # Bumped by every transition: a task message names the ticket it was sent for.
     Column("ticket", BigInteger, nullable=False, default=1),

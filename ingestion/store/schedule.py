@@ -6,11 +6,23 @@ Each function runs in a transaction the :class:`~ingestion.store.Store` opened.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    String,
+    any_,
+    bindparam,
+    false,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ingestion import state
 from ingestion.errors import UnknownProvider
@@ -55,28 +67,74 @@ def ensure_providers(db: Database, tx: Tx, names: Iterable[str]) -> list[str]:
 
 
 def due_steps(
-    tx: Tx, names: Iterable[str], *, resend_after: timedelta, limit: int
+    tx: Tx,
+    names: Collection[str],
+    *,
+    resend_after: timedelta,
+    limit: int,
+    registered: bool = False,
+    queued: int = 0,
 ) -> list[Doorbell]:
-    """Steps that are due, held by no live lease, and not announced in ``resend_after``.
+    """Steps of ``names`` that are due, held by no live lease, and not announced in
+    ``resend_after``; the least recently announced first, ``limit`` at most.
 
     Every transition counts as an announcement (its caller sends the task), so a step whose
     message was lost is announced again ``resend_after`` after it was recorded or due.
+    ``registered`` says every name has a row already: when the table holds no other provider,
+    the names are not sent at all. ``queued`` is how many messages wait in the burst queue:
+    as it is first in, first out, the ``queued`` most recently announced steps may still be
+    waiting there, and are not announced again (a step announced before them was lost).
+    One statement reads the steps with their burst numbers, one
+    more records the announcement; on Postgres, rows another transaction holds (a claim, a
+    second reconciler) are skipped, not waited for.
     """
+    if limit <= 0:
+        return []
     p = m.providers.c
-    rows = tx.conn.execute(
-        select(p.name, p.ticket, p.action, p.cycle_id, p.due_at, p.attempts)
-        .where(p.name.in_(list(names)), p.due_at <= tx.now, p.action != Action.PARKED.value)
-        .where((p.lease_owner.is_(None)) | (p.lease_expires_at < tx.now))
-        .where((p.sent_at.is_(None)) | (p.sent_at <= tx.now - resend_after))
-        .order_by(p.due_at)
+    c = m.cycles.c
+    waiting = [p.due_at <= tx.now, p.action != Action.PARKED.value]
+    waiting.append((p.lease_owner.is_(None)) | (p.lease_expires_at < tx.now))
+    wanted = list(names)
+    if not (registered and _provider_count(tx) == len(wanted)):
+        waiting.append(_name_in(tx, wanted))
+    again = p.sent_at <= tx.now - resend_after
+    if queued > 0:
+        # The sent_at of the queued-th most recent announcement still waiting for its claim.
+        cutoff = tx.conn.execute(
+            select(p.sent_at)
+            .where(*waiting, p.sent_at.is_not(None))
+            .order_by(p.sent_at.desc())
+            .offset(queued - 1)
+            .limit(1)
+        ).scalar()
+        again = again & (p.sent_at < cutoff) if cutoff is not None else false()
+    stmt = (
+        select(p.name, p.ticket, p.action, p.cycle_id, p.due_at, p.attempts, c.bursts)
+        .select_from(m.providers.outerjoin(m.cycles, c.id == p.cycle_id))
+        .where(*waiting)
+        .where((p.sent_at.is_(None)) | again)
+        .order_by(func.coalesce(p.sent_at, p.due_at), p.due_at)
         .limit(limit)
-    ).all()
-    doorbells = [t.doorbell_of(tx, row) for row in rows]
+    )
+    if tx.conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=m.providers, skip_locked=True)
+    rows = tx.conn.execute(stmt).all()
     if rows:
         tx.conn.execute(
-            update(m.providers).where(p.name.in_([row.name for row in rows])).values(sent_at=tx.now)
+            update(m.providers).where(_name_in(tx, [r.name for r in rows])).values(sent_at=tx.now)
         )
-    return doorbells
+    return [t.doorbell_from(row, tx.now) for row in rows]
+
+
+def _provider_count(tx: Tx) -> int:
+    return int(tx.conn.execute(select(func.count()).select_from(m.providers)).scalar_one())
+
+
+def _name_in(tx: Tx, names: list[str]) -> ColumnElement[bool]:
+    """``name`` is one of ``names``: one array parameter on Postgres, not one per name."""
+    if tx.conn.dialect.name == "postgresql":
+        return m.providers.c.name == any_(bindparam("names", names, type_=ARRAY(String)))
+    return m.providers.c.name.in_(names)
 
 
 def claim(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
@@ -175,3 +176,19 @@ def provider_gauges(db: Database) -> list[ProviderGauge]:
         )
         for row in rows
     ]
+
+
+def overdue_providers(db: Database, after: timedelta) -> int:
+    """Providers whose step has been due for more than ``after`` and that no burst holds
+    (parked ones wait for an operator and do not count)."""
+    p = m.providers.c
+    with db.read() as conn:
+        now = db.now(conn)
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(m.providers)
+                .where(p.due_at < now - after, p.action != state.Action.PARKED.value)
+                .where((p.lease_owner.is_(None)) | (p.lease_expires_at < now))
+            ).scalar_one()
+        )

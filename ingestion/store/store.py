@@ -14,7 +14,7 @@ here opens:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -70,11 +70,25 @@ class Store:
             return schedule.ensure_providers(self.db, tx, names)
 
     def due_steps(
-        self, names: Iterable[str], *, resend_after: timedelta, limit: int = 1000
+        self,
+        names: Collection[str],
+        *,
+        resend_after: timedelta,
+        limit: int = 1000,
+        registered: bool = False,
+        queued: int = 0,
     ) -> list[Doorbell]:
-        """Steps that are due, held by no live lease, and not announced in ``resend_after``."""
+        """Steps that are due, held by no live lease, and not announced in ``resend_after``
+        (``registered``, ``queued``: see :func:`schedule.due_steps`)."""
         with self.db.write() as tx:
-            return schedule.due_steps(tx, names, resend_after=resend_after, limit=limit)
+            return schedule.due_steps(
+                tx,
+                names,
+                resend_after=resend_after,
+                limit=limit,
+                registered=registered,
+                queued=queued,
+            )
 
     def claim(
         self, name: str, ticket: int, owner: str, lease: timedelta, options: ProviderOptions

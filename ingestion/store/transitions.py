@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
@@ -58,6 +58,20 @@ def doorbell_of(tx: Tx, row: Any) -> Doorbell:
         cycle_id=row.cycle_id if in_cycle else None,
         burst=next_burst_number(tx, row.cycle_id) if in_cycle else 1,
         countdown=max(0.0, (row.due_at - tx.now).total_seconds()),
+    )
+
+
+def doorbell_from(row: Any, now: datetime) -> Doorbell:
+    """The step a provider row holds, read together with its cycle's ``bursts``."""
+    schedule = schedule_of(row)
+    in_cycle = schedule.cycle_open and row.cycle_id is not None
+    return Doorbell(
+        provider=row.name,
+        ticket=row.ticket,
+        action=schedule.action,
+        cycle_id=row.cycle_id if in_cycle else None,
+        burst=(row.bursts or 0) + 1 if in_cycle else 1,
+        countdown=max(0.0, (row.due_at - now).total_seconds()),
     )
 
 
