@@ -124,6 +124,9 @@ class Lab:
     per_page: int = 50
     delay: float = 0.04
     options: dict[str, Any] = field(default_factory=dict)
+    # Engine settings of this scenario over ENGINE_SETTINGS (for example the default page
+    # timeout, where the scenario is about what a deployment with defaults does).
+    settings: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     recorded: Fault | None = None  # the fault, once the scenario has injected it
     seen: list[str] = field(default_factory=list)  # what the status said during recovery
@@ -174,9 +177,13 @@ class Lab:
         }
 
     @property
+    def engine_settings(self) -> dict[str, str]:
+        return {**ENGINE_SETTINGS, **self.settings}
+
+    @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(ENGINE_SETTINGS)
+        env.update(self.engine_settings)
         env.update(
             {
                 "INGESTION_DATABASE_URL": self.url,
@@ -197,10 +204,10 @@ class Lab:
                 database_url=self.url,
                 broker_url=self.redis.url(),
                 queue=self.queue,
-                page_timeout=float(ENGINE_SETTINGS["INGESTION_PAGE_TIMEOUT"]),
-                time_limit_grace=float(ENGINE_SETTINGS["INGESTION_TIME_LIMIT_GRACE"]),
-                reconcile_interval=float(ENGINE_SETTINGS["INGESTION_RECONCILE_INTERVAL"]),
-                resend_after=float(ENGINE_SETTINGS["INGESTION_RESEND_AFTER"]),
+                page_timeout=float(self.engine_settings["INGESTION_PAGE_TIMEOUT"]),
+                time_limit_grace=float(self.engine_settings["INGESTION_TIME_LIMIT_GRACE"]),
+                reconcile_interval=float(self.engine_settings["INGESTION_RECONCILE_INTERVAL"]),
+                resend_after=float(self.engine_settings["INGESTION_RESEND_AFTER"]),
             )
             self._client = build(settings, [self.spec], self.control)
         return self._client

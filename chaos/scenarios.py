@@ -290,7 +290,14 @@ def postgres_restart_immediate(lab: Lab) -> Cycle:
 
 
 def postgres_stop(lab: Lab) -> Cycle:
-    return _postgres_fault(lab, mode="fast", outage=OUTAGE)
+    cycle = _postgres_fault(lab, mode="fast", outage=OUTAGE)
+    # With the default page timeout the burst's time outlasts the outage: its worker records
+    # the real cause once the database is back, rather than a lost worker.
+    raise_unless(
+        _burst_error(lab, 0, "the database"),
+        "no burst recorded the database outage as its cause",
+    )
+    return cycle
 
 
 # -- the provider and the source --------------------------------------------------------
@@ -436,7 +443,11 @@ SCENARIOS = [
         postgres_restart_immediate,
     ),
     Scenario(
-        "postgres-stop", "Postgres stopped 30 s (`-m fast`) mid-burst", postgres_stop, timeout=110
+        "postgres-stop",
+        "Postgres stopped 30 s (`-m fast`) mid-burst, the default page timeout (60 s)",
+        postgres_stop,
+        timeout=110,
+        lab={"settings": {"INGESTION_PAGE_TIMEOUT": "60"}},
     ),
     Scenario("next-hangs", "one next() hanging past the page timeout (3 s)", next_hangs),
     Scenario(

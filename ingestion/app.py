@@ -233,6 +233,7 @@ class IncrementalIngestion:
             limit=limit,
             registered=True,
             queued=depth,
+            lease=timedelta(seconds=self.settings.lease_seconds),
         )
         if not due:
             return due

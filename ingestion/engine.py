@@ -107,7 +107,7 @@ class Engine:
         page_timeout: float = 60.0,
         time_limit_grace: float = 10.0,
         lease_seconds: float = 10.0,
-        database_retry: float = 1.0,
+        database_retry: float = 0.2,
     ) -> None:
         self.store = store
         self.providers = providers

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 from celery.utils.log import get_task_logger
 
+from ingestion.errors import DatabaseUnavailable
+
 if TYPE_CHECKING:
     from ingestion.app import IncrementalIngestion
 
@@ -51,7 +53,12 @@ def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Ta
     @app.task(name=RECONCILE, shared=False, send_events=False)  # type: ignore[untyped-decorator]
     def reconcile() -> int:
         """Announce every due step that no worker holds (lost messages, long rests)."""
-        return len(ingestion.reconcile())
+        try:
+            return len(ingestion.reconcile())
+        except DatabaseUnavailable as exc:
+            # The next tick tries again; a line, not a traceback, every few seconds.
+            log.warning("reconciler: %s; the next tick tries again", exc)
+            return 0
 
     @app.task(name=TRIGGER, shared=False)  # type: ignore[untyped-decorator]
     def trigger(provider: str) -> str:

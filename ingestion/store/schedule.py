@@ -74,6 +74,7 @@ def due_steps(
     limit: int,
     registered: bool = False,
     queued: int = 0,
+    lease: timedelta | None = None,
 ) -> list[Doorbell]:
     """Steps of ``names`` that are due, held by no live lease, and not announced in
     ``resend_after``; the least recently announced first, ``limit`` at most.
@@ -87,13 +88,20 @@ def due_steps(
     One statement reads the steps with their burst numbers, one
     more records the announcement; on Postgres, rows another transaction holds (a claim, a
     second reconciler) are skipped, not waited for.
+
+    ``lease``: a lease that ran out while the database was down is not taken for a dead worker
+    until the database has been up for a lease (Postgres): the burst's own worker records how
+    it ended, and why, as soon as it can reach the database again.
     """
     if limit <= 0:
         return []
     p = m.providers.c
     c = m.cycles.c
     waiting = [p.due_at <= tx.now, p.action != Action.PARKED.value]
-    waiting.append((p.lease_owner.is_(None)) | (p.lease_expires_at < tx.now))
+    expired = p.lease_expires_at < tx.now
+    if lease is not None and tx.conn.dialect.name == "postgresql":
+        expired = expired & (func.pg_postmaster_start_time() <= tx.now - lease)
+    waiting.append((p.lease_owner.is_(None)) | expired)
     wanted = list(names)
     if not (registered and _provider_count(tx) == len(wanted)):
         waiting.append(_name_in(tx, wanted))
@@ -156,6 +164,11 @@ def claim(
         )
     if row.due_at > tx.now:
         return Skip(f"early message: the step is due at {row.due_at.isoformat()}")
+    if row.lease_owner is not None and t.database_restarted_within(tx, lease):
+        return Skip(
+            f"the lease of {row.lease_owner} ran out while the database was down; its worker "
+            "may still record how the burst ended"
+        )
     if row.lease_owner is not None:
         reason = (
             f"burst lost: {row.lease_owner} held provider {name!r} until "

@@ -77,9 +77,10 @@ class Store:
         limit: int = 1000,
         registered: bool = False,
         queued: int = 0,
+        lease: timedelta | None = None,
     ) -> list[Doorbell]:
         """Steps that are due, held by no live lease, and not announced in ``resend_after``
-        (``registered``, ``queued``: see :func:`schedule.due_steps`)."""
+        (``registered``, ``queued``, ``lease``: see :func:`schedule.due_steps`)."""
         with self.db.write() as tx:
             return schedule.due_steps(
                 tx,
@@ -88,6 +89,7 @@ class Store:
                 limit=limit,
                 registered=registered,
                 queued=queued,
+                lease=lease,
             )
 
     def claim(
