@@ -11,6 +11,7 @@ from ingestion.entities import PROVIDER_ANNOTATION, entity_ref
 from ingestion.errors import (
     AppNotFound,
     ConfigurationError,
+    DatabaseUnavailable,
     EntityRejected,
     IngestionError,
     InsecureConfiguration,
@@ -43,6 +44,7 @@ __all__ = [
     "CatalogEntity",
     "ConfigurationError",
     "CycleStatus",
+    "DatabaseUnavailable",
     "DeferredEntity",
     "EntityIteratorResult",
     "EntityRejected",

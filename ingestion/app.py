@@ -75,10 +75,10 @@ class IncrementalIngestion:
     def add_provider(self, provider: IncrementalEntityProvider[Any, Any], **options: Any) -> None:
         """Register ``provider`` with its engine options.
 
-        Options: ``burst_length``, ``burst_interval``, ``rest_length`` (timedelta or seconds),
-        ``backoff`` (a list of them), ``reject_removals_above_percentage`` (0-100) and
-        ``reject_empty_source_collections``. A provider's first cycle begins by itself once a
-        worker runs.
+        The options are the fields of :class:`~ingestion.options.ProviderOptions` (durations as
+        timedeltas, seconds or text such as ``3s``); those the provider suggests in
+        ``default_options()`` apply unless given here. A provider's first cycle begins by
+        itself once a worker runs.
         """
         if not isinstance(provider, IncrementalEntityProvider):
             raise ProviderConfigError(

@@ -175,7 +175,7 @@ class Engine:
         finally:
             heartbeat.stop()
         try:
-            report.next, report.sweep = self._recorded(
+            finished = self._recorded(
                 run,
                 lambda: self.store.finish_burst(
                     claim,
@@ -188,9 +188,13 @@ class Engine:
         except LeaseLost as exc:
             report.outcome, report.reason = BurstOutcome.INTERRUPTED, str(exc)
             return self._finish(report, run.started)
-        except DatabaseUnavailable as exc:
-            self._failed(run, registered, exc)
+        if finished is None:
+            # Its pages are committed; the database did not come back in time to record the
+            # end of the burst, so its lease runs out and the step is taken over.
+            report.outcome = BurstOutcome.INTERRUPTED
+            report.reason = "the database did not come back in time to record the burst's end"
             return self._finish(report, run.started)
+        report.next, report.sweep = finished
         completed = report.sweep is not None
         report.outcome = BurstOutcome.DONE if completed else BurstOutcome.CONTINUED
         return self._finish(report, run.started)

@@ -82,6 +82,7 @@ class BurstRecord(BaseModel):
     written: int
     unchanged: int
     rejected: int
+    checked: int = Field(0, description="Removal candidates this burst asked the source about.")
     removed: int
     error: str | None = Field(description="The first line of the failure, if the burst failed.")
     started_at: datetime
@@ -117,9 +118,10 @@ class LastError(BaseModel):
 class ProviderSummary(BaseModel):
     name: str
     action: Action | None = Field(
-        description="The pending step: ingest (the next burst of the open cycle), backoff "
-        "(a retry after a failed burst) or rest (a new cycle when due); null until a worker "
-        "or the API registers the provider."
+        description="The pending step: ingest (the next burst of the open cycle), check (the "
+        "removal checks before the sweep), backoff (a retry after a failed burst), rest (a new "
+        "cycle when due) or parked (the source refused; an operator starts it again); null "
+        "until a worker or the API registers the provider."
     )
     due_at: datetime | None = Field(description="When the pending step is due.")
     running: bool = Field(description="Whether a burst holds the provider now.")
