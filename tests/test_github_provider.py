@@ -84,7 +84,8 @@ def test_a_cycle_reads_every_repository_100_a_page_by_graphql_connection_cursors
         reports = ingestion.run_cycle("acme-repos")
 
         # Then three pages were asked for, oldest repositories first, each after the last
-        # page's endCursor (which crossed bursts in the engine's cursor)
+        # page's endCursor (which crossed bursts in the engine's cursor), and a fourth burst
+        # checked the removal candidates (none in a first cycle, so it asked GitHub nothing)
         requests = api.seen("/graphql")
         variables = graphql_variables(api)
         assert [v["first"] for v in variables] == [100, 100, 100]
@@ -94,7 +95,9 @@ def test_a_cycle_reads_every_repository_100_a_page_by_graphql_connection_cursors
         assert "orderBy: {field: CREATED_AT, direction: ASC}" in query
         assert {r.method for r in requests} == {"POST"}
         assert {r.headers["authorization"] for r in requests} == {f"Bearer {token}"}
-        assert len(reports) == 3 and reports[-1].outcome == "done"
+        assert [r.pages for r in reports] == [1, 1, 1, 0]
+        assert reports[-1].outcome == "done" and reports[-1].checked == 0
+        assert len(api.requests) == 3
         # And the catalog is the organisation
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
         assert ingestion.errors("acme-repos") == []
@@ -177,8 +180,9 @@ def test_a_403_rate_limit_stops_the_burst_and_waits_for_the_reset_not_the_backof
         reports = ingestion.run_cycle("acme-repos")
 
         # Then the first burst kept its page and stopped; the next one came after the reset
+        # and read the rest; the last burst was the (empty) checking phase
         assert time.monotonic() - started < 15
-        assert [r.outcome for r in reports] == ["waiting", "done"]
+        assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
         assert reports[0].pages == 1
         assert reports[0].next is not None and 1 <= reports[0].next.countdown <= 4
         reason = reports[0].reason or ""
@@ -206,7 +210,7 @@ def test_when_a_page_spends_the_last_request_the_next_waits_for_the_reset_withou
         requests = api.seen("/graphql")
         assert len(requests) == 3
         assert requests[1].at >= api.resets[0]
-        assert [r.outcome for r in reports] == ["waiting", "done"]
+        assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
         assert "GitHub rate limit spent; it resets at" in (reports[0].reason or "")
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
 
@@ -217,7 +221,7 @@ def test_a_429_with_retry_after_waits_that_long(tmp_path: Path, token: str) -> N
         api.at[2] = Answer(429, {"message": "Too many requests"}, {"Retry-After": "1"})
         ingestion.add_provider(github(api), burst_length=60, burst_interval=0, backoff=[100])
         reports = ingestion.run_cycle("acme-repos")
-    assert [r.outcome for r in reports] == ["waiting", "done"]
+    assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
     assert reports[0].next is not None and 0 < reports[0].next.countdown <= 1
     assert ingestion.catalog.count("acme-repos") == 150
 
@@ -285,9 +289,12 @@ def test_a_502_goes_through_the_backoff_and_the_error_says_what_the_server_said(
     ingestion = make_ingestion(database_url, tmp_path)
     with GitHubApi(count=150, token=token) as api:
         api.at[2] = Answer(502, {"message": "Server Error"})
-        ingestion.add_provider(github(api), burst_length=60, burst_interval=0, backoff=[0.01])
+        # page_retries=0: the 502 fails its burst rather than being asked again in it
+        ingestion.add_provider(
+            github(api), burst_length=60, burst_interval=0, backoff=[0.01], page_retries=0
+        )
         reports = ingestion.run_cycle("acme-repos")
-        assert [r.outcome for r in reports] == ["failed", "done"]
+        assert [r.outcome for r in reports] == ["failed", "continued", "done"]
         error = burst_error(ingestion, "acme-repos")
         assert error.startswith("provider 'acme-repos', cycle ")
         assert (
@@ -305,8 +312,12 @@ def test_a_401_leaves_a_last_error_that_says_the_token_was_refused(
     with GitHubApi(token=TOKEN) as api:
         ingestion.add_provider(github(api), backoff=[60])
         report = one_burst(ingestion, "acme-repos")
+        assert len(api.requests) == 1  # a refusal is not asked again
     assert report.outcome == "failed"
-    last_error = ingestion.store.status("acme-repos").last_error or ""
+    # Retrying cannot fix the token: the provider is parked, no backoff step spent
+    status = ingestion.store.status("acme-repos")
+    assert (status.action, status.attempts) == (Action.PARKED, 0)
+    last_error = status.last_error or ""
     assert "TokenRefused: POST " in last_error
     assert (
         f"answered 401 Unauthorized: Bad credentials (X-GitHub-Request-Id: {api.request_ids[0]})"
@@ -323,7 +334,8 @@ def test_the_token_shows_in_no_log_and_no_stored_row(
     ingestion = sqlite(tmp_path)
     with GitHubApi(count=120, token=token) as api:
         api.at[2] = Answer(500, {"message": f"echoing your header: Bearer {token}"})
-        ingestion.add_provider(github(api), burst_interval=0, backoff=[0.01])
+        # page_retries=0: the 500 fails its burst, so that its message is stored
+        ingestion.add_provider(github(api), burst_interval=0, backoff=[0.01], page_retries=0)
         ingestion.run_cycle("acme-repos")
     assert "HTTP Request: POST" in caplog.text
     assert "echoing your header: Bearer ***" in burst_error(ingestion, "acme-repos")
@@ -560,6 +572,7 @@ def test_an_unknown_organisation_is_refused_naming_the_likely_causes(
     assert api.request_ids[0] in caplog.text
     assert report.outcome == "failed"
     assert "SourceRefused: POST " in burst_error(ingestion, "gone")
+    assert ingestion.store.status("gone").action is Action.PARKED
 
 
 @pytest.mark.timeout(60)
@@ -603,7 +616,7 @@ def test_graphqls_rate_limited_error_waits_for_the_reset(tmp_path: Path, token: 
         api.limit_for(2)
         ingestion.add_provider(github(api), burst_interval=0, backoff=[100])
         reports = ingestion.run_cycle("acme-repos")
-        assert [r.outcome for r in reports] == ["waiting", "done"]
+        assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
         assert "RATE_LIMITED" not in (reports[0].reason or "")
         assert "API rate limit exceeded for user ID 1.; it resets at" in (reports[0].reason or "")
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
