@@ -496,9 +496,7 @@ def test_a_total_that_is_not_a_number_says_where_it_looked(tmp_path: Path) -> No
     ingestion.migrate()
     with ItemsApi() as api:
         api.canned.append(Answer(body={"data": {"items": [{"slug": "a"}]}, "total": "many"}))
-        ingestion.add_provider(
-            provider(api, "/offset", OffsetLimit(total="total")), page_retries=0
-        )
+        ingestion.add_provider(provider(api, "/offset", OffsetLimit(total="total")), page_retries=0)
         assert one_burst(ingestion, "services").outcome == "failed"
     assert "total: expected a number at 'total' in the body, found str" in burst_error(
         ingestion, "services"
