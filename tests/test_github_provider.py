@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ingestion import Action, IncrementalIngestion
+from ingestion import Action, CycleStatus, IncrementalIngestion
+from ingestion.engine import BurstReport
 from ingestion.entities import valid_name
 from ingestion.errors import SourceRefused
 from ingestion.provider import RemovalCandidate
+from ingestion.store import Doorbell
 from providers._http import TokenRefused
 from providers._names import entity_name
 from providers.github import (
@@ -606,6 +608,89 @@ def test_bad_credentials_are_a_refusal_that_retrying_cannot_fix(
             in_burst(provider, lambda c: provider.next(c))
     assert isinstance(raised.value, TokenRefused)
     assert "ghp_wrong" not in str(raised.value)
+
+
+REFUSALS: dict[str, tuple[Callable[[GitHubApi], None], Callable[[GitHubApi], None], list[str]]] = {
+    # The organisation is hidden from the token (GraphQL's NOT_FOUND), then made visible
+    "an organisation GitHub does not find": (
+        lambda api: setattr(api, "org", "acme-hidden"),
+        lambda api: setattr(api, "org", "acme"),
+        [
+            "Could not resolve to an Organization with the login of 'acme'",
+            "does not exist",
+            "read:org",
+            "SAML single sign-on",
+            "fine-grained token",
+        ],
+    ),
+    # GitHub refuses the token (401 Bad credentials), then accepts it
+    "bad credentials": (
+        lambda api: setattr(api, "token", "ghp_someOtherToken"),
+        lambda api: setattr(api, "token", TOKEN),
+        ["401 Unauthorized: Bad credentials", "wrong, expired or revoked"],
+    ),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_a_refusal_parks_the_provider_until_start_begins_a_cycle_that_completes(
+    refusal: str, database_url: str, tmp_path: Path, token: str
+) -> None:
+    refuse, answer, causes = REFUSALS[refusal]
+    ingestion = make_ingestion(database_url, tmp_path)
+    with GitHubApi(count=150, token=token) as api:
+        ingestion.add_provider(github(api), burst_interval=0, backoff=[0.01, 0.01])
+        refuse(api)
+
+        # When a cycle begins and GitHub refuses
+        reports = ingestion.run_cycle("acme-repos")
+
+        # Then the provider is parked after one request: not asked again, no backoff step
+        assert [r.outcome for r in reports] == ["failed"]
+        assert len(api.requests) == 1
+        status = ingestion.store.status("acme-repos")
+        assert (status.action, status.attempts) == (Action.PARKED, 0)
+        assert [c["status"] for c in ingestion.store.cycles("acme-repos")] == [
+            CycleStatus.CANCELLED
+        ]
+        # And its status says what GitHub said, the likely causes, and GitHub's request id
+        last_error = status.last_error or ""
+        assert last_error.startswith("provider 'acme-repos', cycle ")
+        for cause in causes:
+            assert cause in last_error
+        assert f"(X-GitHub-Request-Id: {api.request_ids[0]})" in last_error
+        assert TOKEN_ENV in last_error
+        # And nothing announces a parked provider, however long it waits
+        assert ingestion.store.due_steps(["acme-repos"], resend_after=timedelta(0)) == []
+
+        # When GitHub answers again and an operator starts the provider
+        answer(api)
+        doorbell = ingestion.start("acme-repos")
+        started = follow(ingestion, "acme-repos", doorbell)
+
+        # Then a new cycle reads the organisation and completes
+        assert started[-1].outcome == "done" and started[-1].sweep is not None
+        assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
+    status = ingestion.store.status("acme-repos")
+    assert (status.action, status.attempts, status.last_error) == (Action.REST, 0, None)
+    assert [c["status"] for c in ingestion.store.cycles("acme-repos")] == [
+        CycleStatus.COMPLETED,
+        CycleStatus.CANCELLED,
+    ]
+
+
+def follow(ingestion: IncrementalIngestion, name: str, doorbell: Doorbell) -> list[BurstReport]:
+    """Run the steps of the cycle ``doorbell`` began, in this process, until its sweep."""
+    reports: list[BurstReport] = []
+    for _ in range(100):
+        time.sleep(max(0.0, doorbell.countdown))
+        report = ingestion.engine.run_step(name, doorbell.ticket, "test/1")
+        reports.append(report)
+        if report.sweep is not None or report.next is None:
+            return reports
+        doorbell = report.next
+    raise AssertionError("the cycle did not end")
 
 
 @pytest.mark.timeout(60)
