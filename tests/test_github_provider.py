@@ -22,7 +22,7 @@ import pytest
 from ingestion import Action, CycleStatus, IncrementalIngestion
 from ingestion.engine import BurstReport
 from ingestion.entities import valid_name
-from ingestion.errors import SourceRefused
+from ingestion.errors import RetryAfter, SourceRefused
 from ingestion.provider import RemovalCandidate
 from ingestion.store import Doorbell
 from providers._http import TokenRefused
@@ -495,20 +495,65 @@ def test_a_candidate_github_cannot_answer_for_is_kept_and_logged_with_the_reques
 
 
 @pytest.mark.timeout(60)
-def test_a_rate_limit_during_checks_keeps_the_candidates_not_yet_asked_about(
-    token: str,
-) -> None:
-    # Given a limit that allows one more request
+def test_a_rate_limit_during_checks_asks_to_wait_for_the_reset(token: str) -> None:
+    # Given a limit that allows one more request, resetting an hour after it is spent
     with GitHubApi(count=20, token=token) as api:
         api.limit_for(3600, remaining=1)
         provider = github(api)
         candidates = [candidate(n) for n in ("repo-0100", "repo-0101", "repo-0102")]
 
-        check = in_burst(provider, lambda c: provider.check_removals(c, candidates))
+        with pytest.raises(RetryAfter) as raised:
+            in_burst(provider, lambda c: provider.check_removals(c, candidates))
 
-        # Then the first was asked about (and is gone); the others were not asked, and stay
-        assert list(check.gone) == ["component:default/repo-0100"]
+        # Then the first candidate was asked about; the others were not, and rather than be
+        # kept for a whole cycle, the batch waits for the reset
         assert [r.path for r in api.requests] == ["/repos/acme/repo-0100"]
+        assert 3590 <= raised.value.seconds <= MAX_WAIT
+        assert "GitHub rate limit spent; it resets at" in raised.value.reason
+
+
+@pytest.mark.timeout(120)
+def test_a_rate_limit_in_the_checking_phase_resumes_the_checks_after_the_reset(
+    database_url: str, tmp_path: Path, token: str
+) -> None:
+    # Given a catalog of 30 repositories, five of them since deleted, checked two a batch
+    ingestion = make_ingestion(database_url, tmp_path)
+    with GitHubApi(count=30, token=token) as api:
+        ingestion.add_provider(github(api), burst_interval=0, backoff=[100], removal_check_batch=2)
+        ingestion.run_cycle("acme-repos")
+        deleted = {f"repo-{n:04d}" for n in (1, 9, 15, 21, 27)}
+        api.remove(deleted)
+        # And a limit that allows the page and two checks, then resets 2 s later
+        api.limit_for(2, remaining=3)
+        before = len(api.requests)
+
+        # When the next cycle runs
+        reports = ingestion.run_cycle("acme-repos")
+
+        # Then the checking phase answered its first batch, waited for the reset (no backoff,
+        # no failure) and resumed with the next batch: each candidate was asked about once
+        assert [r.outcome for r in reports] == ["continued", "waiting", "done"]
+        assert (reports[1].checked, reports[2].checked) == (2, 3)
+        waiting = reports[1]
+        assert waiting.next is not None and waiting.next.action is Action.CHECK
+        assert 1 <= waiting.next.countdown <= 4
+        assert "removal checks after component:default/repo-0009" in (waiting.reason or "")
+        assert "GitHub rate limit spent; it resets at" in (waiting.reason or "")
+        asked = [r.path for r in api.requests[before:] if r.path.startswith("/repos/")]
+        assert sorted(asked) == sorted(f"/repos/acme/{n}" for n in deleted)
+        # And every deleted repository was removed in this cycle, none kept for the next
+        assert reports[-1].sweep is not None and reports[-1].sweep.removed == 5
+        assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
+    cycle = ingestion.store.cycles("acme-repos")[0]
+    assert (cycle["status"], cycle["checked"], cycle["kept"], cycle["removed"]) == (
+        CycleStatus.COMPLETED,
+        5,
+        0,
+        5,
+    )
+    status = ingestion.store.status("acme-repos")
+    assert (status.attempts, status.last_error) == (0, None)
+    assert ingestion.errors("acme-repos") == []
 
 
 @pytest.mark.timeout(60)

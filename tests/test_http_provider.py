@@ -13,7 +13,7 @@ import pytest
 
 from ingestion import Action
 from ingestion.entities import entity_ref
-from ingestion.errors import ProviderConfigError
+from ingestion.errors import ProviderConfigError, RetryAfter
 from ingestion.provider import DeferredEntity, RemovalCandidate
 from providers.http import (
     EntityTemplate,
@@ -591,16 +591,52 @@ def test_a_candidate_without_its_own_url_is_kept(caplog: pytest.LogCaptureFixtur
 
 
 @pytest.mark.timeout(60)
-def test_a_429_during_removal_checks_keeps_the_candidates_not_yet_asked() -> None:
+def test_a_429_during_removal_checks_asks_to_wait() -> None:
     with ItemsApi(count=10) as api:
         http = checked(api)
         entities = in_burst(http, lambda context: read_all(http, context))
         api.remove({1, 2, 3})
         api.at[len(api.requests) + 2] = Answer(429, {"message": "slow down"}, {"Retry-After": "30"})
         candidates = [as_candidate(entities[n]) for n in (1, 2, 3)]
-        check = in_burst(http, lambda context: http.check_removals(context, candidates))
-        assert list(check.gone) == list(refs([1]))
+        with pytest.raises(RetryAfter) as raised:
+            in_burst(http, lambda context: http.check_removals(context, candidates))
+        # The batch stops at the 429 rather than keeping the rest for a whole cycle; the
+        # engine asks about it again after the wait
         assert [r.path for r in api.requests[-2:]] == ["/items/1", "/items/2"]
+        assert raised.value.seconds == 30
+        assert "429 Too Many Requests: slow down" in raised.value.reason
+
+
+@pytest.mark.timeout(120)
+def test_a_429_in_the_checking_phase_resumes_the_checks_after_the_wait(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given a catalog of 10 items, three since removed, checked one a batch
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=10) as api:
+        ingestion.add_provider(checked(api), burst_interval=0, backoff=[100], removal_check_batch=1)
+        ingestion.run_cycle("services")
+        pages = len(api.requests)  # a first cycle has nothing to check
+        api.remove({1, 2, 3})
+        # And a 429 on the second check (after the cycle's pages and /items/1: /items/2)
+        api.at[2 * pages + 2] = Answer(429, {"message": "slow down"}, {"Retry-After": "1"})
+
+        reports = ingestion.run_cycle("services")
+
+        # Then the checks waited (no failure, no backoff) and resumed where they stopped
+        assert [r.outcome for r in reports] == ["continued", "waiting", "done"]
+        assert (reports[1].checked, reports[2].checked) == (1, 2)
+        assert reports[1].next is not None and reports[1].next.action is Action.CHECK
+        assert reports[-1].sweep is not None and reports[-1].sweep.removed == 3
+        assert set(ingestion.catalog.refs("services")) == refs([0, *range(4, 10)])
+        assert [r.path for r in api.requests[2 * pages :]] == [
+            "/items/1",
+            "/items/2",
+            "/items/2",
+            "/items/3",
+        ]
+    assert ingestion.store.status("services").attempts == 0
+    assert ingestion.errors("services") == []
 
 
 @pytest.mark.parametrize(
