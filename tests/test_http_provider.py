@@ -264,7 +264,10 @@ def test_a_token_in_a_query_parameter_is_masked_in_logs_errors_and_cursors(
     ingestion.migrate()
     with ItemsApi(count=50, token=TOKEN) as api:
         auth = TokenAuth("TEST_API_TOKEN", query_param="api_key")
-        ingestion.add_provider(provider(api, auth=auth), burst_length=0.001, burst_interval=0)
+        # page_retries=0: the 503 fails its burst, so that its error is stored
+        ingestion.add_provider(
+            provider(api, auth=auth), burst_length=0.001, burst_interval=0, page_retries=0
+        )
         ingestion.store.ensure_providers(["services"])
 
         # When a burst reads a page, and the next one fails with a 503
