@@ -27,6 +27,7 @@ from ingestion.errors import (
     DatabaseUnavailable,
     IngestionError,
     LeaseLost,
+    ProviderError,
     RetryAfter,
     SourceRefused,
 )
@@ -426,9 +427,11 @@ class _BurstRun:
     def _retry_or_raise(self, exc: Exception, attempt: int) -> None:
         """A failing ``next()`` (or batch of checks) is asked again at the same cursor, up to
         ``page_retries`` times while the burst has time; anything the engine itself raised, a
-        page that timed out, or a source that says wait or refuse, is not."""
+        page that timed out, or a source that says wait or refuse, is not. A provider's own
+        error (a ``ProviderError`` such as a 502 from the source) is a failing page like any
+        other."""
         if (
-            isinstance(exc, IngestionError | TimeoutError | SoftTimeLimitExceeded)
+            not _worth_asking_again(exc)
             or attempt >= self.options.page_retries
             or time.monotonic() >= self.deadline
         ):
@@ -547,6 +550,17 @@ class _BurstRun:
 
 
 _NO_CANDIDATES = object()
+
+
+def _worth_asking_again(exc: Exception) -> bool:
+    """Whether a failed ``next()`` or batch of checks may succeed if asked again at once: not
+    a refusal, a wait, a broken contract, an error of the engine's own (the database, the
+    lease) or a timeout."""
+    if isinstance(exc, SourceRefused | RetryAfter | ContractBroken):
+        return False
+    if isinstance(exc, ProviderError):
+        return True
+    return not isinstance(exc, IngestionError | TimeoutError | SoftTimeLimitExceeded)
 
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:

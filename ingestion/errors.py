@@ -80,10 +80,12 @@ class DatabaseUnavailable(IngestionError):
 
 
 class RetryAfter(IngestionError):
-    """Raised by ``around()`` or ``next()`` when the source asks to wait, as a rate limit does.
+    """Raised by ``around()``, ``next()`` or ``check_removals()`` when the source asks to wait,
+    as a rate limit does.
 
-    The burst stops (pages already returned stay committed) and the cycle resumes after
-    ``seconds``; unlike a failure it spends no backoff step.
+    The burst stops (pages and batches of removal checks already returned stay committed) and
+    the cycle resumes after ``seconds`` with the same page, or the same batch of candidates;
+    unlike a failure it spends no backoff step.
     """
 
     def __init__(self, seconds: float, reason: str) -> None:

@@ -107,7 +107,8 @@ class IncrementalEntityProvider(abc.ABC, Generic[TCursor, TContext]):
         offsets) implements it, so that nothing still in the source is removed. The engine
         calls it inside ``around()``, with the same context as ``next()``, in batches, after
         the last page of a cycle and before its sweep. A provider that does not override it
-        has no checking phase: what a completed cycle did not see is removed.
+        has no checking phase: what a completed cycle did not see is removed. When the source
+        asks to wait, raise ``RetryAfter``: the batch is checked again after the wait.
         """
         raise NotImplementedError
 

@@ -14,7 +14,8 @@ organisation is removed.
 
 A rate limit (403 or 429 with ``Retry-After``, ``X-RateLimit-Remaining: 0`` and
 ``X-RateLimit-Reset``, or GraphQL's ``RATE_LIMITED``) stops the burst and the provider waits
-until the limit resets, without spending a backoff step. Refusals that retrying cannot fix (bad
+until the limit resets, without spending a backoff step; in the checking phase as well, where
+the batch being checked is asked about again after the reset. Refusals that retrying cannot fix (bad
 credentials, an organisation that does not exist or is hidden from the token) raise
 :class:`~ingestion.errors.SourceRefused`, which parks the provider. Every failed request is
 logged with GitHub's ``X-GitHub-Request-Id``. The token is read from the environment when a
@@ -356,34 +357,18 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         now: present under its new name if it is still in the organisation (its old ref is
         gone), gone from the organisation otherwise. A 200 is present (an archived repository
         is gone when archived ones are left out). Anything else keeps the candidate for this
-        cycle and is logged with GitHub's request id; a rate limit keeps the candidates not
-        yet asked about.
+        cycle and is logged with GitHub's request id.
+
+        A rate limit raises ``RetryAfter``: the burst stops with the batches already answered
+        committed, and the checking phase resumes with this batch once the limit resets, so no
+        candidate waits a whole cycle because GitHub asked to wait.
         """
         gone: list[str] = []
         present: list[DeferredEntity] = []
-        for position, candidate in enumerate(candidates):
-            if context.exhausted_until is not None and context.exhausted_until > time.time():
-                log.warning(
-                    "provider %s: %d removal candidates kept until the GitHub rate limit "
-                    "resets: %s",
-                    self.name,
-                    len(candidates) - position,
-                    context.exhausted_reason,
-                )
-                break
-            try:
-                verdict = self._check_one(context, candidate)
-            except RetryAfter as exc:
-                context.exhausted_until = time.time() + exc.seconds
-                context.exhausted_reason = exc.reason
-                log.warning(
-                    "provider %s: %d removal candidates kept until the GitHub rate limit "
-                    "resets: %s",
-                    self.name,
-                    len(candidates) - position,
-                    exc.reason,
-                )
-                break
+        for candidate in candidates:
+            # A limit spent by the last answer: the next request would only be refused.
+            self._wait_if_spent(context)
+            verdict = self._check_one(context, candidate)
             if verdict is None:
                 continue
             fresh, still_here = verdict

@@ -362,7 +362,6 @@ class HttpSession:
     client: httpx.Client
     secrets: Secrets
     auth_params: dict[str, str] = field(default_factory=dict)
-    waiting: str | None = None  # set when the source asked to wait during removal checks
 
 
 class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
@@ -555,23 +554,12 @@ class CheckedHttpProvider(HttpProvider):
         """GET each candidate's ``item_url`` (kept in its location key): 404 or 410 is gone,
         200 is present (with a fresh entity rendered through the template; an item whose
         entity has another ref now is gone under the old one). Anything else keeps the
-        candidate for this cycle and is logged."""
+        candidate for this cycle and is logged. A 429 with ``Retry-After`` raises
+        ``RetryAfter``: the checking phase resumes with this batch after the wait."""
         gone: list[str] = []
         present: list[DeferredEntity] = []
-        for position, candidate in enumerate(candidates):
-            if context.waiting is not None:
-                log.warning(
-                    "provider %s: %d removal candidates kept: %s",
-                    self.name,
-                    len(candidates) - position,
-                    context.waiting,
-                )
-                break
-            try:
-                verdict = self._check_one(context, candidate)
-            except RetryAfter as exc:
-                context.waiting = str(exc)
-                continue
+        for candidate in candidates:
+            verdict = self._check_one(context, candidate)
             if verdict is None:
                 continue
             fresh, still_here = verdict

@@ -206,6 +206,7 @@ def test_failures_back_off_step_by_step_then_cancel_and_start_over(
 @pytest.mark.timeout(60)
 def test_a_retry_resumes_from_the_last_committed_cursor(database_url: str, tmp_path: Path) -> None:
     ingestion = make_ingestion(database_url, tmp_path)
+    # page_retries=0: the page that fails fails its burst, rather than being asked again in it
     provider = PagesProvider("pages", numbered_pages(6, 10), fail={3: 1})
     ingestion.add_provider(provider, burst_length=10, backoff=[0.1], page_retries=0)
     reports = ingestion.run_cycle("pages")

@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ingestion import Action, IncrementalIngestion
+from ingestion import Action, CycleStatus, IncrementalIngestion
+from ingestion.engine import BurstReport
 from ingestion.entities import valid_name
-from ingestion.errors import SourceRefused
+from ingestion.errors import RetryAfter, SourceRefused
 from ingestion.provider import RemovalCandidate
+from ingestion.store import Doorbell
 from providers._http import TokenRefused
 from providers._names import entity_name
 from providers.github import (
@@ -84,7 +86,8 @@ def test_a_cycle_reads_every_repository_100_a_page_by_graphql_connection_cursors
         reports = ingestion.run_cycle("acme-repos")
 
         # Then three pages were asked for, oldest repositories first, each after the last
-        # page's endCursor (which crossed bursts in the engine's cursor)
+        # page's endCursor (which crossed bursts in the engine's cursor), and a fourth burst
+        # checked the removal candidates (none in a first cycle, so it asked GitHub nothing)
         requests = api.seen("/graphql")
         variables = graphql_variables(api)
         assert [v["first"] for v in variables] == [100, 100, 100]
@@ -94,7 +97,9 @@ def test_a_cycle_reads_every_repository_100_a_page_by_graphql_connection_cursors
         assert "orderBy: {field: CREATED_AT, direction: ASC}" in query
         assert {r.method for r in requests} == {"POST"}
         assert {r.headers["authorization"] for r in requests} == {f"Bearer {token}"}
-        assert len(reports) == 3 and reports[-1].outcome == "done"
+        assert [r.pages for r in reports] == [1, 1, 1, 0]
+        assert reports[-1].outcome == "done" and reports[-1].checked == 0
+        assert len(api.requests) == 3
         # And the catalog is the organisation
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
         assert ingestion.errors("acme-repos") == []
@@ -177,8 +182,9 @@ def test_a_403_rate_limit_stops_the_burst_and_waits_for_the_reset_not_the_backof
         reports = ingestion.run_cycle("acme-repos")
 
         # Then the first burst kept its page and stopped; the next one came after the reset
+        # and read the rest; the last burst was the (empty) checking phase
         assert time.monotonic() - started < 15
-        assert [r.outcome for r in reports] == ["waiting", "done"]
+        assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
         assert reports[0].pages == 1
         assert reports[0].next is not None and 1 <= reports[0].next.countdown <= 4
         reason = reports[0].reason or ""
@@ -206,7 +212,7 @@ def test_when_a_page_spends_the_last_request_the_next_waits_for_the_reset_withou
         requests = api.seen("/graphql")
         assert len(requests) == 3
         assert requests[1].at >= api.resets[0]
-        assert [r.outcome for r in reports] == ["waiting", "done"]
+        assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
         assert "GitHub rate limit spent; it resets at" in (reports[0].reason or "")
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
 
@@ -217,7 +223,7 @@ def test_a_429_with_retry_after_waits_that_long(tmp_path: Path, token: str) -> N
         api.at[2] = Answer(429, {"message": "Too many requests"}, {"Retry-After": "1"})
         ingestion.add_provider(github(api), burst_length=60, burst_interval=0, backoff=[100])
         reports = ingestion.run_cycle("acme-repos")
-    assert [r.outcome for r in reports] == ["waiting", "done"]
+    assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
     assert reports[0].next is not None and 0 < reports[0].next.countdown <= 1
     assert ingestion.catalog.count("acme-repos") == 150
 
@@ -285,9 +291,12 @@ def test_a_502_goes_through_the_backoff_and_the_error_says_what_the_server_said(
     ingestion = make_ingestion(database_url, tmp_path)
     with GitHubApi(count=150, token=token) as api:
         api.at[2] = Answer(502, {"message": "Server Error"})
-        ingestion.add_provider(github(api), burst_length=60, burst_interval=0, backoff=[0.01])
+        # page_retries=0: the 502 fails its burst rather than being asked again in it
+        ingestion.add_provider(
+            github(api), burst_length=60, burst_interval=0, backoff=[0.01], page_retries=0
+        )
         reports = ingestion.run_cycle("acme-repos")
-        assert [r.outcome for r in reports] == ["failed", "done"]
+        assert [r.outcome for r in reports] == ["failed", "continued", "done"]
         error = burst_error(ingestion, "acme-repos")
         assert error.startswith("provider 'acme-repos', cycle ")
         assert (
@@ -305,8 +314,12 @@ def test_a_401_leaves_a_last_error_that_says_the_token_was_refused(
     with GitHubApi(token=TOKEN) as api:
         ingestion.add_provider(github(api), backoff=[60])
         report = one_burst(ingestion, "acme-repos")
+        assert len(api.requests) == 1  # a refusal is not asked again
     assert report.outcome == "failed"
-    last_error = ingestion.store.status("acme-repos").last_error or ""
+    # Retrying cannot fix the token: the provider is parked, no backoff step spent
+    status = ingestion.store.status("acme-repos")
+    assert (status.action, status.attempts) == (Action.PARKED, 0)
+    last_error = status.last_error or ""
     assert "TokenRefused: POST " in last_error
     assert (
         f"answered 401 Unauthorized: Bad credentials (X-GitHub-Request-Id: {api.request_ids[0]})"
@@ -323,7 +336,8 @@ def test_the_token_shows_in_no_log_and_no_stored_row(
     ingestion = sqlite(tmp_path)
     with GitHubApi(count=120, token=token) as api:
         api.at[2] = Answer(500, {"message": f"echoing your header: Bearer {token}"})
-        ingestion.add_provider(github(api), burst_interval=0, backoff=[0.01])
+        # page_retries=0: the 500 fails its burst, so that its message is stored
+        ingestion.add_provider(github(api), burst_interval=0, backoff=[0.01], page_retries=0)
         ingestion.run_cycle("acme-repos")
     assert "HTTP Request: POST" in caplog.text
     assert "echoing your header: Bearer ***" in burst_error(ingestion, "acme-repos")
@@ -481,20 +495,65 @@ def test_a_candidate_github_cannot_answer_for_is_kept_and_logged_with_the_reques
 
 
 @pytest.mark.timeout(60)
-def test_a_rate_limit_during_checks_keeps_the_candidates_not_yet_asked_about(
-    token: str,
-) -> None:
-    # Given a limit that allows one more request
+def test_a_rate_limit_during_checks_asks_to_wait_for_the_reset(token: str) -> None:
+    # Given a limit that allows one more request, resetting an hour after it is spent
     with GitHubApi(count=20, token=token) as api:
         api.limit_for(3600, remaining=1)
         provider = github(api)
         candidates = [candidate(n) for n in ("repo-0100", "repo-0101", "repo-0102")]
 
-        check = in_burst(provider, lambda c: provider.check_removals(c, candidates))
+        with pytest.raises(RetryAfter) as raised:
+            in_burst(provider, lambda c: provider.check_removals(c, candidates))
 
-        # Then the first was asked about (and is gone); the others were not asked, and stay
-        assert list(check.gone) == ["component:default/repo-0100"]
+        # Then the first candidate was asked about; the others were not, and rather than be
+        # kept for a whole cycle, the batch waits for the reset
         assert [r.path for r in api.requests] == ["/repos/acme/repo-0100"]
+        assert 3590 <= raised.value.seconds <= MAX_WAIT
+        assert "GitHub rate limit spent; it resets at" in raised.value.reason
+
+
+@pytest.mark.timeout(120)
+def test_a_rate_limit_in_the_checking_phase_resumes_the_checks_after_the_reset(
+    database_url: str, tmp_path: Path, token: str
+) -> None:
+    # Given a catalog of 30 repositories, five of them since deleted, checked two a batch
+    ingestion = make_ingestion(database_url, tmp_path)
+    with GitHubApi(count=30, token=token) as api:
+        ingestion.add_provider(github(api), burst_interval=0, backoff=[100], removal_check_batch=2)
+        ingestion.run_cycle("acme-repos")
+        deleted = {f"repo-{n:04d}" for n in (1, 9, 15, 21, 27)}
+        api.remove(deleted)
+        # And a limit that allows the page and two checks, then resets 2 s later
+        api.limit_for(2, remaining=3)
+        before = len(api.requests)
+
+        # When the next cycle runs
+        reports = ingestion.run_cycle("acme-repos")
+
+        # Then the checking phase answered its first batch, waited for the reset (no backoff,
+        # no failure) and resumed with the next batch: each candidate was asked about once
+        assert [r.outcome for r in reports] == ["continued", "waiting", "done"]
+        assert (reports[1].checked, reports[2].checked) == (2, 3)
+        waiting = reports[1]
+        assert waiting.next is not None and waiting.next.action is Action.CHECK
+        assert 1 <= waiting.next.countdown <= 4
+        assert "removal checks after component:default/repo-0009" in (waiting.reason or "")
+        assert "GitHub rate limit spent; it resets at" in (waiting.reason or "")
+        asked = [r.path for r in api.requests[before:] if r.path.startswith("/repos/")]
+        assert sorted(asked) == sorted(f"/repos/acme/{n}" for n in deleted)
+        # And every deleted repository was removed in this cycle, none kept for the next
+        assert reports[-1].sweep is not None and reports[-1].sweep.removed == 5
+        assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
+    cycle = ingestion.store.cycles("acme-repos")[0]
+    assert (cycle["status"], cycle["checked"], cycle["kept"], cycle["removed"]) == (
+        CycleStatus.COMPLETED,
+        5,
+        0,
+        5,
+    )
+    status = ingestion.store.status("acme-repos")
+    assert (status.attempts, status.last_error) == (0, None)
+    assert ingestion.errors("acme-repos") == []
 
 
 @pytest.mark.timeout(60)
@@ -560,6 +619,7 @@ def test_an_unknown_organisation_is_refused_naming_the_likely_causes(
     assert api.request_ids[0] in caplog.text
     assert report.outcome == "failed"
     assert "SourceRefused: POST " in burst_error(ingestion, "gone")
+    assert ingestion.store.status("gone").action is Action.PARKED
 
 
 @pytest.mark.timeout(60)
@@ -595,6 +655,89 @@ def test_bad_credentials_are_a_refusal_that_retrying_cannot_fix(
     assert "ghp_wrong" not in str(raised.value)
 
 
+REFUSALS: dict[str, tuple[Callable[[GitHubApi], None], Callable[[GitHubApi], None], list[str]]] = {
+    # The organisation is hidden from the token (GraphQL's NOT_FOUND), then made visible
+    "an organisation GitHub does not find": (
+        lambda api: setattr(api, "org", "acme-hidden"),
+        lambda api: setattr(api, "org", "acme"),
+        [
+            "Could not resolve to an Organization with the login of 'acme'",
+            "does not exist",
+            "read:org",
+            "SAML single sign-on",
+            "fine-grained token",
+        ],
+    ),
+    # GitHub refuses the token (401 Bad credentials), then accepts it
+    "bad credentials": (
+        lambda api: setattr(api, "token", "ghp_someOtherToken"),
+        lambda api: setattr(api, "token", TOKEN),
+        ["401 Unauthorized: Bad credentials", "wrong, expired or revoked"],
+    ),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_a_refusal_parks_the_provider_until_start_begins_a_cycle_that_completes(
+    refusal: str, database_url: str, tmp_path: Path, token: str
+) -> None:
+    refuse, answer, causes = REFUSALS[refusal]
+    ingestion = make_ingestion(database_url, tmp_path)
+    with GitHubApi(count=150, token=token) as api:
+        ingestion.add_provider(github(api), burst_interval=0, backoff=[0.01, 0.01])
+        refuse(api)
+
+        # When a cycle begins and GitHub refuses
+        reports = ingestion.run_cycle("acme-repos")
+
+        # Then the provider is parked after one request: not asked again, no backoff step
+        assert [r.outcome for r in reports] == ["failed"]
+        assert len(api.requests) == 1
+        status = ingestion.store.status("acme-repos")
+        assert (status.action, status.attempts) == (Action.PARKED, 0)
+        assert [c["status"] for c in ingestion.store.cycles("acme-repos")] == [
+            CycleStatus.CANCELLED
+        ]
+        # And its status says what GitHub said, the likely causes, and GitHub's request id
+        last_error = status.last_error or ""
+        assert last_error.startswith("provider 'acme-repos', cycle ")
+        for cause in causes:
+            assert cause in last_error
+        assert f"(X-GitHub-Request-Id: {api.request_ids[0]})" in last_error
+        assert TOKEN_ENV in last_error
+        # And nothing announces a parked provider, however long it waits
+        assert ingestion.store.due_steps(["acme-repos"], resend_after=timedelta(0)) == []
+
+        # When GitHub answers again and an operator starts the provider
+        answer(api)
+        doorbell = ingestion.start("acme-repos")
+        started = follow(ingestion, "acme-repos", doorbell)
+
+        # Then a new cycle reads the organisation and completes
+        assert started[-1].outcome == "done" and started[-1].sweep is not None
+        assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)
+    status = ingestion.store.status("acme-repos")
+    assert (status.action, status.attempts, status.last_error) == (Action.REST, 0, None)
+    assert [c["status"] for c in ingestion.store.cycles("acme-repos")] == [
+        CycleStatus.COMPLETED,
+        CycleStatus.CANCELLED,
+    ]
+
+
+def follow(ingestion: IncrementalIngestion, name: str, doorbell: Doorbell) -> list[BurstReport]:
+    """Run the steps of the cycle ``doorbell`` began, in this process, until its sweep."""
+    reports: list[BurstReport] = []
+    for _ in range(100):
+        time.sleep(max(0.0, doorbell.countdown))
+        report = ingestion.engine.run_step(name, doorbell.ticket, "test/1")
+        reports.append(report)
+        if report.sweep is not None or report.next is None:
+            return reports
+        doorbell = report.next
+    raise AssertionError("the cycle did not end")
+
+
 @pytest.mark.timeout(60)
 def test_graphqls_rate_limited_error_waits_for_the_reset(tmp_path: Path, token: str) -> None:
     # Given a spent limit that resets in 2 s: GitHub's GraphQL answers 200 with RATE_LIMITED
@@ -603,7 +746,7 @@ def test_graphqls_rate_limited_error_waits_for_the_reset(tmp_path: Path, token: 
         api.limit_for(2)
         ingestion.add_provider(github(api), burst_interval=0, backoff=[100])
         reports = ingestion.run_cycle("acme-repos")
-        assert [r.outcome for r in reports] == ["waiting", "done"]
+        assert [r.outcome for r in reports] == ["waiting", "continued", "done"]
         assert "RATE_LIMITED" not in (reports[0].reason or "")
         assert "API rate limit exceeded for user ID 1.; it resets at" in (reports[0].reason or "")
         assert set(ingestion.catalog.refs("acme-repos")) == expected_refs(api)

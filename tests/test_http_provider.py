@@ -13,7 +13,7 @@ import pytest
 
 from ingestion import Action
 from ingestion.entities import entity_ref
-from ingestion.errors import ProviderConfigError
+from ingestion.errors import ProviderConfigError, RetryAfter
 from ingestion.provider import DeferredEntity, RemovalCandidate
 from providers.http import (
     EntityTemplate,
@@ -264,7 +264,10 @@ def test_a_token_in_a_query_parameter_is_masked_in_logs_errors_and_cursors(
     ingestion.migrate()
     with ItemsApi(count=50, token=TOKEN) as api:
         auth = TokenAuth("TEST_API_TOKEN", query_param="api_key")
-        ingestion.add_provider(provider(api, auth=auth), burst_length=0.001, burst_interval=0)
+        # page_retries=0: the 503 fails its burst, so that its error is stored
+        ingestion.add_provider(
+            provider(api, auth=auth), burst_length=0.001, burst_interval=0, page_retries=0
+        )
         ingestion.store.ensure_providers(["services"])
 
         # When a burst reads a page, and the next one fails with a 503
@@ -287,17 +290,22 @@ def test_a_token_in_a_query_parameter_is_masked_in_logs_errors_and_cursors(
     assert TOKEN not in everything_stored(ingestion)
 
 
-def test_a_missing_token_variable_fails_the_burst_naming_the_variable(tmp_path: Path) -> None:
+def test_a_missing_token_variable_parks_the_provider_naming_the_variable(tmp_path: Path) -> None:
     ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     ingestion.migrate()
     with ItemsApi() as api:
-        ingestion.add_provider(provider(api, auth=TokenAuth("TEST_UNSET_TOKEN_VARIABLE")))
+        ingestion.add_provider(
+            provider(api, auth=TokenAuth("TEST_UNSET_TOKEN_VARIABLE")), backoff=[60]
+        )
         report = one_burst(ingestion, "services")
         assert api.requests == []
     assert report.outcome == "failed"
     assert "the environment variable TEST_UNSET_TOKEN_VARIABLE that holds the token is unset" in (
         burst_error(ingestion, "services")
     )
+    # Retrying cannot set the variable: the provider is parked, no backoff step spent
+    status = ingestion.store.status("services")
+    assert (status.action, status.attempts) == (Action.PARKED, 0)
 
 
 def test_a_401_says_the_token_was_refused(
@@ -308,12 +316,18 @@ def test_a_401_says_the_token_was_refused(
     with ItemsApi(token=TOKEN) as api:
         ingestion.add_provider(provider(api, auth=TokenAuth("TEST_API_TOKEN")))
         report = one_burst(ingestion, "services")
+        # A refusal is not asked again: one request
+        assert len(api.requests) == 1
     assert report.outcome == "failed"
     error = burst_error(ingestion, "services")
     assert "provider 'services'" in error
     assert f"GET {api.url}/link answered 401 Unauthorized: invalid credentials" in error
     assert "the server refused the token in TEST_API_TOKEN" in error
     assert "not-the-right-token" not in everything_stored(ingestion)
+    # Retrying cannot fix a refused token: the provider is parked, with the error in its status
+    status = ingestion.store.status("services")
+    assert (status.action, status.attempts) == (Action.PARKED, 0)
+    assert "the server refused the token in TEST_API_TOKEN" in (status.last_error or "")
 
 
 # -- failures -----------------------------------------------------------------------------
@@ -322,11 +336,11 @@ def test_a_401_says_the_token_was_refused(
 def test_a_5xx_goes_to_backoff_with_url_status_and_what_the_server_said(
     database_url: str, tmp_path: Path
 ) -> None:
-    # Given an API that answers 502 once
+    # Given an API that answers 502 once, and a burst that does not ask again
     ingestion = make_ingestion(database_url, tmp_path)
     with ItemsApi(count=30) as api:
         api.canned.append(Answer(502, {"message": "bad gateway: upstream timed out"}))
-        ingestion.add_provider(provider(api), backoff=[0.01, 60])
+        ingestion.add_provider(provider(api), backoff=[0.01, 60], page_retries=0)
 
         # When the first burst runs
         report = one_burst(ingestion, "services")
@@ -347,6 +361,26 @@ def test_a_5xx_goes_to_backoff_with_url_status_and_what_the_server_said(
         done = ingestion.engine.run_step("services", report.next.ticket, "test/1")
         assert done.outcome == "done"
         assert ingestion.catalog.count("services") == 30
+
+
+def test_a_5xx_once_is_asked_again_in_the_same_burst_which_goes_on(tmp_path: Path) -> None:
+    # Given an API that answers 502 once, and the default page_retries
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    with ItemsApi(count=30) as api:
+        api.canned.append(Answer(502, {"message": "bad gateway: upstream timed out"}))
+        ingestion.add_provider(provider(api), backoff=[60])
+
+        # When the first burst runs
+        report = one_burst(ingestion, "services")
+
+        # Then the page was asked for again at once, and the burst read the whole source
+        assert report.outcome == "done" and report.pages > 0
+        assert [r.path for r in api.requests[:2]] == ["/link", "/link"]
+        assert api.requests[0].query == api.requests[1].query
+    assert ingestion.catalog.count("services") == 30
+    assert ingestion.errors("services") == []
+    assert ingestion.store.status("services").attempts == 0
 
 
 def test_a_refused_connection_is_a_transient_error_naming_the_url(tmp_path: Path) -> None:
@@ -372,7 +406,7 @@ def test_a_server_that_does_not_answer_in_time_is_a_timeout(tmp_path: Path) -> N
     ingestion.migrate()
     with ItemsApi() as api:
         api.canned.append(Answer(body={"data": {"items": []}}, delay=2.0))
-        ingestion.add_provider(provider(api, timeout=0.3))
+        ingestion.add_provider(provider(api, timeout=0.3), page_retries=0)
         started = time.monotonic()
         report = one_burst(ingestion, "services")
         assert time.monotonic() - started < 1.9
@@ -422,8 +456,8 @@ def test_a_body_or_status_the_provider_cannot_use_fails_with_what_came(
     ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     ingestion.migrate()
     with ItemsApi() as api:
-        api.canned.append(answer)
-        ingestion.add_provider(provider(api))
+        api.canned.append(answer)  # answered once: with page_retries=0 the burst fails on it
+        ingestion.add_provider(provider(api), page_retries=0)
         assert one_burst(ingestion, "services").outcome == "failed"
     error = burst_error(ingestion, "services")
     assert f"GET {api.url}/link" in error
@@ -436,7 +470,7 @@ def test_a_next_link_to_another_origin_is_not_followed(tmp_path: Path) -> None:
     with ItemsApi() as api, FakeServer() as elsewhere:
         link = f'<{elsewhere.url}/steal?page=2>; rel="next"'
         api.canned.append(Answer(body={"data": {"items": []}}, headers={"Link": link}))
-        ingestion.add_provider(provider(api))
+        ingestion.add_provider(provider(api), page_retries=0)
         assert one_burst(ingestion, "services").outcome == "failed"
         assert elsewhere.requests == []
     assert (
@@ -451,7 +485,9 @@ def test_a_next_cursor_that_repeats_is_an_error_not_a_loop(tmp_path: Path) -> No
     with ItemsApi() as api:
         for _ in range(2):
             api.canned.append(Answer(body={"data": {"items": []}, "next": "same"}))
-        ingestion.add_provider(provider(api, "/cursor", NextCursor("cursor", "next", "cursor")))
+        ingestion.add_provider(
+            provider(api, "/cursor", NextCursor("cursor", "next", "cursor")), page_retries=0
+        )
         assert one_burst(ingestion, "services").outcome == "failed"
     assert "the next page is this page again ({'cursor': 'same'}); stopping" in burst_error(
         ingestion, "services"
@@ -463,7 +499,7 @@ def test_a_total_that_is_not_a_number_says_where_it_looked(tmp_path: Path) -> No
     ingestion.migrate()
     with ItemsApi() as api:
         api.canned.append(Answer(body={"data": {"items": [{"slug": "a"}]}, "total": "many"}))
-        ingestion.add_provider(provider(api, "/offset", OffsetLimit(total="total")))
+        ingestion.add_provider(provider(api, "/offset", OffsetLimit(total="total")), page_retries=0)
         assert one_burst(ingestion, "services").outcome == "failed"
     assert "total: expected a number at 'total' in the body, found str" in burst_error(
         ingestion, "services"
@@ -558,16 +594,52 @@ def test_a_candidate_without_its_own_url_is_kept(caplog: pytest.LogCaptureFixtur
 
 
 @pytest.mark.timeout(60)
-def test_a_429_during_removal_checks_keeps_the_candidates_not_yet_asked() -> None:
+def test_a_429_during_removal_checks_asks_to_wait() -> None:
     with ItemsApi(count=10) as api:
         http = checked(api)
         entities = in_burst(http, lambda context: read_all(http, context))
         api.remove({1, 2, 3})
         api.at[len(api.requests) + 2] = Answer(429, {"message": "slow down"}, {"Retry-After": "30"})
         candidates = [as_candidate(entities[n]) for n in (1, 2, 3)]
-        check = in_burst(http, lambda context: http.check_removals(context, candidates))
-        assert list(check.gone) == list(refs([1]))
+        with pytest.raises(RetryAfter) as raised:
+            in_burst(http, lambda context: http.check_removals(context, candidates))
+        # The batch stops at the 429 rather than keeping the rest for a whole cycle; the
+        # engine asks about it again after the wait
         assert [r.path for r in api.requests[-2:]] == ["/items/1", "/items/2"]
+        assert raised.value.seconds == 30
+        assert "429 Too Many Requests: slow down" in raised.value.reason
+
+
+@pytest.mark.timeout(120)
+def test_a_429_in_the_checking_phase_resumes_the_checks_after_the_wait(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given a catalog of 10 items, three since removed, checked one a batch
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=10) as api:
+        ingestion.add_provider(checked(api), burst_interval=0, backoff=[100], removal_check_batch=1)
+        ingestion.run_cycle("services")
+        pages = len(api.requests)  # a first cycle has nothing to check
+        api.remove({1, 2, 3})
+        # And a 429 on the second check (after the cycle's pages and /items/1: /items/2)
+        api.at[2 * pages + 2] = Answer(429, {"message": "slow down"}, {"Retry-After": "1"})
+
+        reports = ingestion.run_cycle("services")
+
+        # Then the checks waited (no failure, no backoff) and resumed where they stopped
+        assert [r.outcome for r in reports] == ["continued", "waiting", "done"]
+        assert (reports[1].checked, reports[2].checked) == (1, 2)
+        assert reports[1].next is not None and reports[1].next.action is Action.CHECK
+        assert reports[-1].sweep is not None and reports[-1].sweep.removed == 3
+        assert set(ingestion.catalog.refs("services")) == refs([0, *range(4, 10)])
+        assert [r.path for r in api.requests[2 * pages :]] == [
+            "/items/1",
+            "/items/2",
+            "/items/2",
+            "/items/3",
+        ]
+    assert ingestion.store.status("services").attempts == 0
+    assert ingestion.errors("services") == []
 
 
 @pytest.mark.parametrize(

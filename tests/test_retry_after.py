@@ -134,6 +134,7 @@ def test_a_rate_limit_after_a_failure_spends_no_further_backoff_step(
         1: RuntimeError("the source is down"),
         2: RetryAfter(60, "example rate limit"),
     }
+    # page_retries=0: the failure fails its burst, so that the rate limit meets a backoff step
     ingestion.add_provider(
         ScriptedProvider("limited", 2, script),
         burst_interval=0,

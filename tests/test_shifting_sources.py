@@ -1,37 +1,27 @@
 """Sources that change while a cycle pages through them: nothing live is ever removed.
 
 Each source deletes, inserts and renames items between two requests of a cycle (the fakes'
-``hooks``). Every sweep is checked: nothing it removed may still be in the source. After a
-quiet cycle the catalog equals the source.
+``hooks``). Real cycles run through ``IncrementalIngestion.run_cycle`` against SQLite and
+Postgres, with an observer that checks every sweep: nothing it removed may still be in the
+source. After quiet cycles the catalog equals the source.
 
-Two harnesses:
-
-- ``Protocol`` drives a provider the way the engine's cycle does (pages inside ``around()``,
-  then ``check_removals`` in batches for the candidates, or grace cycles from
-  ``default_options()``), against an in-memory catalog. It covers every paging mode, with and
-  without removal checks, including a control that shows the fault the checks prevent.
-- ``IncrementalIngestion.run_cycle`` runs real cycles of the modes whose paging cannot skip
-  (keyset cursors, ``Link`` with a keyset cursor, GitHub's GraphQL connection), with an observer
-  that checks each sweep against the source.
+Every paging mode is covered: page numbers and offsets with removal checks (``item_url``) or
+with the two grace cycles their ``default_options()`` ask for, keyset cursors, ``Link`` with a
+keyset cursor, GitHub's REST listing (whose ``Link`` carries page numbers) and GitHub's
+GraphQL connection. Controls show the fault is real: without checks or grace, a page-number or
+offset cycle removes a live item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ingestion import IncrementalIngestion
 from ingestion.engine import BurstReport
-from ingestion.entities import entity_ref
-from ingestion.provider import (
-    DeferredEntity,
-    IncrementalEntityProvider,
-    RemovalCandidate,
-    checks_removals,
-)
 from providers._names import entity_name
 from providers.github import GitHubProvider
 from providers.http import (
@@ -71,11 +61,6 @@ def token(monkeypatch: pytest.MonkeyPatch) -> str:
     return TOKEN
 
 
-def ref_of(entity: DeferredEntity) -> str:
-    metadata = entity.entity["metadata"]
-    return entity_ref(str(entity.entity.get("kind")), metadata.get("namespace"), metadata["name"])
-
-
 def item_refs(api: ItemsApi) -> set[str]:
     return {f"component:default/{slug}".lower() for slug in api.slugs()}
 
@@ -101,62 +86,7 @@ def shift_repos(api: GitHubApi) -> None:
     api.hooks[len(api.requests) + 3] = lambda: (api.insert(1), api.insert(1, created_early=True))
 
 
-# -- the engine's cycle, played against an in-memory catalog ------------------------------
-
-
-@dataclass
-class Protocol:
-    """A catalog kept the way the engine keeps it: pages, then removal checks (or grace
-    cycles), then a sweep that is asserted against the source."""
-
-    provider: IncrementalEntityProvider[Any, Any]
-    source: Callable[[], set[str]]
-    grace: int | None = None
-    batch: int = 7
-    catalog: dict[str, RemovalCandidate] = field(default_factory=dict)
-    missed: dict[str, int] = field(default_factory=dict)
-    removed_live: set[str] = field(default_factory=set)
-
-    def cycle(self) -> set[str]:
-        """Run one cycle; the refs its sweep removed."""
-        removed: set[str] = set()
-
-        def burst(context: Any) -> None:
-            seen: dict[str, DeferredEntity] = {}
-            cursor = None
-            for _ in range(1000):
-                page = self.provider.next(context, cursor)
-                seen.update((ref_of(e), e) for e in page.entities)
-                if page.done:
-                    break
-                cursor = page.cursor
-            candidates = [c for ref, c in self.catalog.items() if ref not in seen]
-            if checks_removals(self.provider):
-                for start in range(0, len(candidates), self.batch):
-                    batch: Sequence[RemovalCandidate] = candidates[start : start + self.batch]
-                    check = self.provider.check_removals(context, batch)
-                    removed.update(set(check.gone) & {c.ref for c in batch})
-                    for entity in check.present:
-                        seen.setdefault(ref_of(entity), entity)
-            else:
-                grace = self.grace or self.provider.default_options().get(
-                    "remove_after_missed_cycles", 1
-                )
-                for c in candidates:
-                    self.missed[c.ref] = self.missed.get(c.ref, 0) + 1
-                    if self.missed[c.ref] >= grace:
-                        removed.add(c.ref)
-            for ref, entity in seen.items():
-                self.missed.pop(ref, None)
-                self.catalog[ref] = RemovalCandidate(ref, entity.entity, entity.location_key)
-
-        self.provider.around(burst)
-        # The sweep: nothing it removes may still be in the source.
-        self.removed_live |= removed & self.source()
-        for ref in removed:
-            self.catalog.pop(ref, None)
-            self.missed.pop(ref, None)
-        return removed
+# -- real cycles of the engine ------------------------------------------------------------
 
 
 def items_provider(api: ItemsApi, style: str, *, item_url: bool) -> HttpProvider:
@@ -172,52 +102,6 @@ def items_provider(api: ItemsApi, style: str, *, item_url: bool) -> HttpProvider
     )
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    ("style", "item_url"),
-    [
-        ("page", True),
-        ("page", False),
-        ("offset", True),
-        ("offset", False),
-        ("cursor", False),
-        ("link", False),
-    ],
-)
-def test_items_shifting_mid_cycle_never_lose_a_live_entity(style: str, item_url: bool) -> None:
-    with ItemsApi(count=95, per_page=20) as api:
-        protocol = Protocol(items_provider(api, style, item_url=item_url), lambda: item_refs(api))
-        protocol.cycle()
-        assert set(protocol.catalog) == item_refs(api)
-
-        # When the source changes while the second cycle reads it
-        shift_items(api)
-        protocol.cycle()
-
-        # Then no sweep removed a live entity, and after quiet cycles catalog == source
-        protocol.cycle()
-        protocol.cycle()
-        assert protocol.removed_live == set()
-        assert set(protocol.catalog) == item_refs(api)
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("style", ["page", "offset"])
-def test_without_checks_or_grace_page_numbers_and_offsets_remove_a_live_entity(
-    style: str,
-) -> None:
-    # The control: what the checks and grace cycles prevent. Three items of page 1 deleted
-    # while page 2 is asked for: the first three of page 2 are never returned.
-    with ItemsApi(count=95, per_page=20) as api:
-        protocol = Protocol(
-            items_provider(api, style, item_url=False), lambda: item_refs(api), grace=1
-        )
-        protocol.cycle()
-        shift_items(api)
-        protocol.cycle()
-        assert protocol.removed_live == {f"component:default/svc-{n:04d}" for n in (20, 21, 22)}
-
-
 def github_rest_provider(api: GitHubApi, *, item_url: bool) -> HttpProvider:
     """GitHub's REST listing through the HTTP provider: its ``Link`` carries page numbers."""
     return HttpProvider(
@@ -229,58 +113,6 @@ def github_rest_provider(api: GitHubApi, *, item_url: bool) -> HttpProvider:
         auth=TokenAuth(TOKEN_ENV),
         item_url=api.url + "/repos/{owner.login}/{name}" if item_url else None,
     )
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("item_url", [True, False])
-def test_githubs_page_number_links_skip_a_repository_unless_removals_are_checked(
-    item_url: bool,
-) -> None:
-    with GitHubApi(count=45, token=TOKEN) as api:
-        protocol = Protocol(
-            github_rest_provider(api, item_url=item_url), lambda: expected_refs(api)
-        )
-        protocol.cycle()
-        # The Link URLs are github.com's: /organizations/{id}/repos?page=N
-        assert {r.path for r in api.requests} == {"/orgs/acme/repos", "/organizations/9919/repos"}
-
-        shift_repos(api)
-        protocol.cycle()
-        protocol.cycle()
-        protocol.cycle()
-
-        if item_url:
-            assert protocol.removed_live == set()
-            # A renamed or transferred repository answers 301, which the HTTP provider cannot
-            # interpret: it keeps the old entity (the GitHub provider follows the redirect).
-            moved = {"component:default/repo-0005", "component:default/repo-0008"}
-            assert set(protocol.catalog) == expected_refs(api) | moved
-        else:
-            # Four repositories of page 1 left (three deleted, one transferred away): the first
-            # four of page 2 were never returned, and the sweep removed them.
-            odd = f"component:default/{entity_name('.Odd..Name_13--')}".lower()
-            assert protocol.removed_live == {
-                "component:default/repo-0010",
-                "component:default/repo-0011",
-                "component:default/repo-0012",
-                odd,
-            }
-
-
-@pytest.mark.timeout(60)
-def test_github_graphql_paging_and_checks_never_lose_a_live_repository() -> None:
-    with GitHubApi(count=45, token=TOKEN) as api:
-        provider = GitHubProvider("acme", "acme", token_env=TOKEN_ENV, api_url=api.url, per_page=10)
-        protocol = Protocol(provider, lambda: expected_refs(api))
-        protocol.cycle()
-        shift_repos(api)
-        protocol.cycle()
-        protocol.cycle()
-        assert protocol.removed_live == set()
-        assert set(protocol.catalog) == expected_refs(api)
-
-
-# -- real cycles of the engine ------------------------------------------------------------
 
 
 class SweepWatch:
@@ -301,26 +133,124 @@ class SweepWatch:
         self.known = now
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("style", ["cursor", "link"])
-def test_cycles_of_keyset_paging_never_remove_a_live_item(
-    style: str, database_url: str, tmp_path: Path
+def watched(
+    ingestion: IncrementalIngestion, name: str, source: Callable[[], set[str]]
+) -> SweepWatch:
+    watch = SweepWatch(lambda: set(ingestion.catalog.refs(name)), source)
+    ingestion.observers.append(watch)
+    return watch
+
+
+def completed(ingestion: IncrementalIngestion, name: str) -> list[BurstReport]:
+    reports = ingestion.run_cycle(name)
+    assert reports[-1].outcome == "done", [r.reason for r in reports][-3:]
+    return reports
+
+
+SAFE_MODES = {
+    "page numbers with removal checks": ("page", True),
+    "offsets with removal checks": ("offset", True),
+    "page numbers with grace cycles": ("page", False),
+    "offsets with grace cycles": ("offset", False),
+    "keyset cursor": ("cursor", False),
+    "link with a keyset cursor": ("link", False),
+}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("mode", list(SAFE_MODES))
+def test_cycles_of_every_paging_mode_never_remove_a_live_item(
+    mode: str, database_url: str, tmp_path: Path
 ) -> None:
+    # Given 95 items read 20 a page, one page or batch of checks a burst, with the options the
+    # provider asks for itself (grace cycles for page numbers and offsets without item_url)
+    style, item_url = SAFE_MODES[mode]
     ingestion = make_ingestion(database_url, tmp_path)
     with ItemsApi(count=95, per_page=20) as api:
-        name = f"items-{style}"
+        provider = items_provider(api, style, item_url=item_url)
+        name = provider.get_provider_name()
         ingestion.add_provider(
-            items_provider(api, style, item_url=False), burst_length=0.001, burst_interval=0
+            provider, burst_length=0.001, burst_interval=0, removal_check_batch=7
         )
-        watch = SweepWatch(lambda: set(ingestion.catalog.refs(name)), lambda: item_refs(api))
-        ingestion.observers.append(watch)
-        ingestion.run_cycle(name)
+        grace = ingestion.registered(name).options.remove_after_missed_cycles
+        assert grace == (2 if style in ("page", "offset") and not item_url else 1)
+        watch = watched(ingestion, name, lambda: item_refs(api))
+        completed(ingestion, name)
+        assert set(ingestion.catalog.refs(name)) == item_refs(api)
+
+        # When the source changes while the second cycle reads it
         shift_items(api)
-        ingestion.run_cycle(name)
-        ingestion.run_cycle(name)
-        assert watch.sweeps == 3
+        shifted = completed(ingestion, name)
+        if item_url:  # the items the shift made page 2 skip were asked about
+            assert sum(r.checked for r in shifted) > 0
+
+        # Then no sweep removed a live item, and after quiet cycles catalog == source
+        completed(ingestion, name)
+        completed(ingestion, name)
+        assert watch.sweeps == 4
         assert watch.removed_live == set()
         assert set(ingestion.catalog.refs(name)) == item_refs(api)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("style", ["page", "offset"])
+def test_without_checks_or_grace_page_numbers_and_offsets_remove_a_live_item(
+    style: str, database_url: str, tmp_path: Path
+) -> None:
+    # The control: what the checks and grace cycles prevent. Three items of page 1 deleted
+    # while page 2 is asked for: the first three of page 2 are never returned, and a user who
+    # sets remove_after_missed_cycles=1 lets the sweep remove them.
+    ingestion = make_ingestion(database_url, tmp_path)
+    with ItemsApi(count=95, per_page=20) as api:
+        provider = items_provider(api, style, item_url=False)
+        name = provider.get_provider_name()
+        ingestion.add_provider(
+            provider, burst_length=0.001, burst_interval=0, remove_after_missed_cycles=1
+        )
+        watch = watched(ingestion, name, lambda: item_refs(api))
+        completed(ingestion, name)
+        shift_items(api)
+        completed(ingestion, name)
+        assert watch.sweeps == 2
+        assert watch.removed_live == {f"component:default/svc-{n:04d}" for n in (20, 21, 22)}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("item_url", [True, False])
+def test_githubs_page_number_links_skip_a_repository_unless_removals_are_checked(
+    item_url: bool, database_url: str, tmp_path: Path
+) -> None:
+    ingestion = make_ingestion(database_url, tmp_path)
+    with GitHubApi(count=45, token=TOKEN) as api:
+        ingestion.add_provider(
+            github_rest_provider(api, item_url=item_url), burst_length=0.001, burst_interval=0
+        )
+        watch = watched(ingestion, "acme-rest", lambda: expected_refs(api))
+        completed(ingestion, "acme-rest")
+        # The Link URLs are github.com's: /organizations/{id}/repos?page=N
+        assert {r.path for r in api.requests} == {"/orgs/acme/repos", "/organizations/9919/repos"}
+
+        shift_repos(api)
+        for _ in range(3):
+            completed(ingestion, "acme-rest")
+        assert watch.sweeps == 4
+
+        if item_url:
+            assert watch.removed_live == set()
+            # A renamed or transferred repository answers 301, which the HTTP provider cannot
+            # interpret: it keeps the old entity (the GitHub provider follows the redirect).
+            moved = {"component:default/repo-0005", "component:default/repo-0008"}
+            assert set(ingestion.catalog.refs("acme-rest")) == expected_refs(api) | moved
+        else:
+            # Four repositories of page 1 left (three deleted, one transferred away): the first
+            # four of page 2 were never returned, and the sweep removed them.
+            odd = f"component:default/{entity_name('.Odd..Name_13--')}".lower()
+            assert watch.removed_live == {
+                "component:default/repo-0010",
+                "component:default/repo-0011",
+                "component:default/repo-0012",
+                odd,
+            }
 
 
 @pytest.mark.timeout(120)
