@@ -533,8 +533,12 @@ def scheduling(config: Config) -> Scheduling:
                 cycle = records.wait_cycle("scheduling", after=after, timeout=config.timeout(0))
                 after = cycle.cycle_id
                 times = records.bursts(cycle.cycle_id)
-                if len(times) != bursts:
-                    raise BenchError(f"cycle {after} ran {len(times)} bursts, expected {bursts}")
+                # One page a burst, mostly: a page read while the one before it commits can
+                # join its burst when the clock is checked before that commit ends.
+                if not bursts // 2 <= len(times) <= bursts:
+                    raise BenchError(
+                        f"cycle {after} ran {len(times)} bursts, expected {bursts // 2}-{bursts}"
+                    )
                 engine_gaps += [
                     (nxt[1] - prev[2]).total_seconds() for prev, nxt in itertools.pairwise(times)
                 ]

@@ -94,8 +94,9 @@ def completed(ingestion: IncrementalIngestion) -> list[dict[str, Any]]:
 def test_a_started_cycle_runs_in_bursts_on_the_worker_and_mirrors_the_source(
     ingestion: IncrementalIngestion, source: SyntheticSource, worker: WorkController
 ) -> None:
-    # Given a source of 600 entities, pages of 50, and a worker in this process
-    source.delay = 0.01
+    # Given a source of 600 entities, pages of 50 that take 30 ms each, bursts of 200 ms,
+    # and a worker in this process
+    source.delay = 0.03
     # When an operator starts a cycle
     ingestion.start("services")
     # Then the worker runs it to its end in several bursts
