@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote_plus
@@ -14,6 +14,7 @@ from urllib.parse import unquote_plus
 import httpx
 
 from ingestion.errors import ProviderError, RetryAfter, SourceRefused
+from ingestion.provider import DeferredEntity, RemovalCandidate, RemovalCheck
 
 #: Query parameters whose values are never shown, whatever the provider's configuration.
 SECRET_PARAMS = frozenset(
@@ -259,3 +260,26 @@ def mask_in_logs(params: Iterable[str]) -> None:
 _httpx_log = logging.getLogger("httpx")
 if not any(isinstance(f, _RedactHttpxLog) for f in _httpx_log.filters):
     _httpx_log.addFilter(_RedactHttpxLog())
+
+
+#: What asking about one removal candidate found: ``(fresh entity or None, whether the
+#: candidate's ref stays)``, or ``None`` to keep the candidate unchecked this cycle.
+Verdict = tuple[DeferredEntity | None, bool] | None
+
+
+def check_each(
+    candidates: Sequence[RemovalCandidate], check_one: Callable[[RemovalCandidate], Verdict]
+) -> RemovalCheck:
+    """Ask about each candidate in turn and gather the answers into a :class:`RemovalCheck`."""
+    gone: list[str] = []
+    present: list[DeferredEntity] = []
+    for candidate in candidates:
+        verdict = check_one(candidate)
+        if verdict is None:
+            continue
+        fresh, still_here = verdict
+        if fresh is not None:
+            present.append(fresh)
+        if not still_here:
+            gone.append(candidate.ref)
+    return RemovalCheck(gone=gone, present=present)

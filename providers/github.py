@@ -47,7 +47,9 @@ from providers._http import (
     Secrets,
     SourceError,
     TokenRefused,
+    Verdict,
     check,
+    check_each,
     describe,
     json_body,
     on_origin,
@@ -363,20 +365,13 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         committed, and the checking phase resumes with this batch once the limit resets, so no
         candidate waits a whole cycle because GitHub asked to wait.
         """
-        gone: list[str] = []
-        present: list[DeferredEntity] = []
-        for candidate in candidates:
+
+        def check_one(candidate: RemovalCandidate) -> Verdict:
             # A limit spent by the last answer: the next request would only be refused.
             self._wait_if_spent(context)
-            verdict = self._check_one(context, candidate)
-            if verdict is None:
-                continue
-            fresh, still_here = verdict
-            if fresh is not None:
-                present.append(fresh)
-            if not still_here:
-                gone.append(candidate.ref)
-        return RemovalCheck(gone=gone, present=present)
+            return self._check_one(context, candidate)
+
+        return check_each(candidates, check_one)
 
     def _check_one(
         self, context: GitHubSession, candidate: RemovalCandidate

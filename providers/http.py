@@ -44,6 +44,7 @@ from providers._http import (
     SourceUnavailable,
     TokenRefused,
     check,
+    check_each,
     describe,
     json_body,
     mask_in_logs,
@@ -556,18 +557,7 @@ class CheckedHttpProvider(HttpProvider):
         entity has another ref now is gone under the old one). Anything else keeps the
         candidate for this cycle and is logged. A 429 with ``Retry-After`` raises
         ``RetryAfter``: the checking phase resumes with this batch after the wait."""
-        gone: list[str] = []
-        present: list[DeferredEntity] = []
-        for candidate in candidates:
-            verdict = self._check_one(context, candidate)
-            if verdict is None:
-                continue
-            fresh, still_here = verdict
-            if fresh is not None:
-                present.append(fresh)
-            if not still_here:
-                gone.append(candidate.ref)
-        return RemovalCheck(gone=gone, present=present)
+        return check_each(candidates, lambda candidate: self._check_one(context, candidate))
 
     def _check_one(
         self, context: HttpSession, candidate: RemovalCandidate

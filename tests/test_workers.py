@@ -36,6 +36,19 @@ def completed_cycles(client: IncrementalIngestion) -> list[dict[str, Any]]:
     return [c for c in client.store.cycles("services") if c["status"] == CycleStatus.COMPLETED]
 
 
+def wait_for_running_burst(client: IncrementalIngestion, pages: int) -> dict[str, Any]:
+    """A burst running now that has committed ``pages`` pages already."""
+
+    def running() -> dict[str, Any] | None:
+        for burst in client.store.bursts("services"):
+            if burst["outcome"] == "running" and burst["pages"] >= pages:
+                return burst
+        return None
+
+    found: dict[str, Any] = wait_until(running, timeout=60, what="a burst in progress")
+    return found
+
+
 def wait_for_completed(client: IncrementalIngestion, count: int, timeout: float = 60) -> None:
     wait_until(
         lambda: len(completed_cycles(client)) >= count,
@@ -93,13 +106,7 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     workers.start_beat()
     client = client_ingestion(workers)
 
-    def running_burst() -> dict[str, Any] | None:
-        for burst in client.store.bursts("services"):
-            if burst["outcome"] == "running" and burst["pages"] >= 2:
-                return burst
-        return None
-
-    victim_burst = wait_until(running_burst, timeout=60, what="a burst in progress")
+    victim_burst = wait_for_running_burst(client, pages=2)
     victim = str(victim_burst["worker"]).split("@", 1)[0]
     survivor = "w2" if victim == "w1" else "w1"
     killed_at = datetime.now(UTC)
@@ -141,13 +148,7 @@ def test_a_worker_stopped_warm_mid_burst_hands_over_at_once(
     workers.start("w2")
     client = client_ingestion(workers)
 
-    def running_burst() -> dict[str, Any] | None:
-        for burst in client.store.bursts("services"):
-            if burst["outcome"] == "running" and burst["pages"] >= 1:
-                return burst
-        return None
-
-    burst = wait_until(running_burst, timeout=60, what="a burst in progress")
+    burst = wait_for_running_burst(client, pages=1)
     victim = str(burst["worker"]).split("@", 1)[0]
     workers.terminate(victim)  # SIGTERM: a warm shutdown lets the burst end as usual
     wait_for_completed(client, 1, timeout=90)

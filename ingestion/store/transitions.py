@@ -58,28 +58,22 @@ def next_burst_number(tx: Tx, cycle_id: int) -> int:
 
 def doorbell_of(tx: Tx, row: Any) -> Doorbell:
     """The step a provider row holds, to announce it again."""
+    in_cycle = schedule_of(row).cycle_open and row.cycle_id is not None
+    bursts = next_burst_number(tx, row.cycle_id) - 1 if in_cycle else 0
+    return doorbell_from(row, tx.now, bursts=bursts)
+
+
+def doorbell_from(row: Any, now: datetime, *, bursts: int | None = None) -> Doorbell:
+    """The step a provider row holds, read together with its cycle's ``bursts`` (or given)."""
     schedule = schedule_of(row)
     in_cycle = schedule.cycle_open and row.cycle_id is not None
+    done = (row.bursts if bursts is None else bursts) or 0
     return Doorbell(
         provider=row.name,
         ticket=row.ticket,
         action=schedule.action,
         cycle_id=row.cycle_id if in_cycle else None,
-        burst=next_burst_number(tx, row.cycle_id) if in_cycle else 1,
-        countdown=max(0.0, (row.due_at - tx.now).total_seconds()),
-    )
-
-
-def doorbell_from(row: Any, now: datetime) -> Doorbell:
-    """The step a provider row holds, read together with its cycle's ``bursts``."""
-    schedule = schedule_of(row)
-    in_cycle = schedule.cycle_open and row.cycle_id is not None
-    return Doorbell(
-        provider=row.name,
-        ticket=row.ticket,
-        action=schedule.action,
-        cycle_id=row.cycle_id if in_cycle else None,
-        burst=(row.bursts or 0) + 1 if in_cycle else 1,
+        burst=done + 1 if in_cycle else 1,
         countdown=max(0.0, (row.due_at - now).total_seconds()),
     )
 
