@@ -478,9 +478,13 @@ class _BurstRun:
             expect_unchanged=last is None or last.unchanged > 0,
         )
         # Read on from the page's cursor while it commits; never past the last page, nor
-        # once the burst's time is up.
+        # once the burst's time is up. The burst's first page commits before the clock is
+        # read, as every page did before pages overlapped: a burst shorter than one page
+        # still takes exactly one.
         self.cursor = json.loads(page.cursor) if page.cursor is not None else None
         self.reading += 1
+        if not self.report.commits:
+            self._settle()
         if page.done or time.monotonic() >= self.deadline:
             self._settle()
             return True
