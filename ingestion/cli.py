@@ -12,12 +12,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -27,7 +24,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from ingestion.api import (
     ApiSettings,
     ErrorRecord,
-    ProviderDetail,
     checkpoint,
     create_api,
     database_message,
@@ -36,6 +32,7 @@ from ingestion.api import (
 )
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
+from ingestion.cli_output import dump, duration, entity_table, err, out, status_table, when
 from ingestion.engine import BurstReport
 from ingestion.errors import (
     ConfigurationError,
@@ -54,8 +51,6 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,  # a traceback's locals could hold a secret
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 NameArg = Annotated[str, typer.Argument(help="The provider's name.")]
@@ -105,43 +100,6 @@ def _registered(ingestion: IncrementalIngestion, name: str) -> None:
     ingestion.registered(name)  # UnknownProvider: exit status 1
 
 
-def _dump(value: Any) -> None:
-    if isinstance(value, BaseModel):
-        text = value.model_dump_json(indent=2)
-    elif isinstance(value, list) and all(isinstance(v, BaseModel) for v in value):
-        text = json.dumps([v.model_dump(mode="json") for v in value], indent=2)
-    else:
-        text = json.dumps(value, indent=2, default=str)
-    out.print_json(text) if out.is_terminal else print(text)
-
-
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    seconds = (moment - datetime.now(UTC)).total_seconds()
-    relative = _duration(abs(seconds))
-    stamp = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if abs(seconds) < 1:
-        return f"now ({stamp})"
-    return f"in {relative} ({stamp})" if seconds > 0 else f"{relative} ago ({stamp})"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [
-        f"{days}d" if days else "",
-        f"{hours}h" if hours else "",
-        f"{minutes}m" if minutes else "",
-    ]
-    text = " ".join(p for p in parts if p)
-    return f"{text} {secs}s".strip() if secs or not text else text
-
-
 # -- reading ------------------------------------------------------------------------------
 
 
@@ -151,14 +109,14 @@ def providers(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     ingestion = _ingestion(ctx)
     rows = [provider_detail(ingestion, name) for name in sorted(ingestion.providers)]
     if as_json:
-        _dump(rows)
+        dump(rows)
         return
     table = Table("provider", "action", "due", "running", "attempts", "entities", "last error")
     for row in rows:
         table.add_row(
             row.name,
             row.action.value if row.action else "unscheduled",
-            _when(row.due_at),
+            when(row.due_at),
             "yes" if row.running else "no",
             str(row.attempts),
             str(row.entities),
@@ -181,49 +139,10 @@ def status(
         names = [name]
     details = [provider_detail(ingestion, n) for n in names]
     if as_json:
-        _dump(details[0] if name is not None else details)
+        dump(details[0] if name is not None else details)
         return
     for detail in details:
-        out.print(_status_table(detail))
-
-
-def _status_table(d: ProviderDetail) -> Table:
-    table = Table(title=f"provider {d.name}", show_header=False, title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    action = d.action.value if d.action else "unscheduled"
-    table.add_row("action", f"{action}, due {_when(d.due_at)}")
-    table.add_row("running", f"yes, on {d.worker}" if d.worker else "no")
-    table.add_row("attempts", str(d.attempts))
-    table.add_row("entities", str(d.entities))
-    if d.last_error:
-        table.add_row("last error", f"{d.last_error.message} ({_when(d.last_error.at)})")
-    if d.current_cycle:
-        c = d.current_cycle
-        table.add_row(
-            "current cycle",
-            f"#{c.id} since {_when(c.started_at)}: {c.bursts} bursts, {c.pages} pages, "
-            f"{c.entities} entities marked, {c.rejected} rejected",
-        )
-    if d.last_completed_cycle:
-        c = d.last_completed_cycle
-        took = _duration(c.duration_seconds) if c.duration_seconds is not None else "-"
-        table.add_row(
-            "last completed",
-            f"#{c.id} ended {_when(c.ended_at)}: {c.entities} entities, {c.removed} removed, "
-            f"took {took}",
-        )
-    if d.current_cycle and d.current_cycle.phase != "ingest":
-        c = d.current_cycle
-        table.add_row("removal checks", f"{c.checked} candidates asked, {c.kept} still there")
-    if d.blocked_sweep:
-        b = d.blocked_sweep
-        table.add_row("blocked sweep", f"{b.count} removals held back: {b.reason}")
-    if d.waiting_removals:
-        table.add_row(
-            "waiting removals", f"{d.waiting_removals} missing, kept by remove_after_missed_cycles"
-        )
-    return table
+        out.print(status_table(detail))
 
 
 CheckpointLimit = Annotated[int, typer.Option(min=1, max=10000)]
@@ -247,11 +166,11 @@ def checkpoints(
     _registered(ingestion, name)
     if delete:
         deleted = ingestion.store.delete_closed_checkpoints(name)
-        _dump({"deleted": deleted}) if as_json else out.print(f"deleted {deleted} checkpoints")
+        dump({"deleted": deleted}) if as_json else out.print(f"deleted {deleted} checkpoints")
         return
     rows = [checkpoint(r) for r in ingestion.store.checkpoints(name, limit=limit, cycle_id=cycle)]
     if as_json:
-        _dump(rows)
+        dump(rows)
         return
     table = Table("id", "cycle", "page", "entities", "cursor", "at")
     for row in rows:
@@ -261,7 +180,7 @@ def checkpoints(
             str(row.sequence),
             str(row.entities),
             json.dumps(row.cursor),
-            _when(row.created_at),
+            when(row.created_at),
         )
     out.print(table)
 
@@ -294,7 +213,7 @@ def errors(
         for r in ingestion.store.errors(name, limit=limit, before=before, kinds=kind)
     ]
     if as_json:
-        _dump(rows)
+        dump(rows)
         return
     table = Table("id", "kind", "cycle", "page", "entity", "rule", "message", "at")
     for row in rows:
@@ -306,7 +225,7 @@ def errors(
             row.entity or "",
             row.rule or "",
             row.message.split("\n", 1)[0],
-            _when(row.created_at),
+            when(row.created_at),
         )
     out.print(table)
     if len(rows) == limit:
@@ -331,7 +250,7 @@ def entities(
         found = ingestion.catalog.get(ref)
         if found is None:
             fail(f"no entity {ref.lower()!r} in the catalog")
-        _dump(found)
+        dump(found)
         return
     if provider is not None:
         _registered(ingestion, provider)
@@ -341,19 +260,7 @@ def entities(
             provider=provider, kind=kind, after=after.lower() if after else None, limit=limit
         )
     ]
-    _entity_table(rows, limit, as_json)
-
-
-def _entity_table(rows: list[CatalogEntity], limit: int, as_json: bool) -> None:
-    if as_json:
-        _dump(rows)
-        return
-    table = Table("ref", "provider", "updated")
-    for row in rows:
-        table.add_row(row.ref, row.provider, _when(row.updated_at))
-    out.print(table)
-    if len(rows) == limit:
-        out.print(f"next page: --after {rows[-1].ref}")
+    entity_table(rows, limit, as_json)
 
 
 @cli.command()
@@ -384,7 +291,7 @@ def held(
         out.print(f"provider {name!r}: {kept} held-back entities kept; the block is cleared")
         return
     rows = ingestion.store.held_removals(name, after=after, limit=limit)
-    _entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
+    entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
 
 
 @cli.command()
@@ -399,7 +306,7 @@ def waiting(
     ingestion = _ingestion(ctx)
     options = ingestion.registered(name).options
     rows = ingestion.store.waiting_removals(name, options, after=after, limit=limit)
-    _entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
+    entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
 
 
 # -- steering -----------------------------------------------------------------------------
@@ -411,7 +318,7 @@ def _steer(
     ingestion = _ingestion(ctx)
     _registered(ingestion, name)
     result = step_result(step(ingestion, name), what)
-    out.print(f"{result.message}; next: {result.action.value} {_when(result.due_at)}")
+    out.print(f"{result.message}; next: {result.action.value} {when(result.due_at)}")
 
 
 @cli.command()
@@ -521,7 +428,7 @@ def run(ctx: typer.Context, name: NameArg) -> None:
             if report.outcome is BurstOutcome.FAILED and report.next is not None:
                 progress.console.print(
                     f"burst {report.burst} failed: {report.reason}; retrying in "
-                    f"{_duration(report.next.countdown)}",
+                    f"{duration(report.next.countdown)}",
                     markup=False,
                 )
 
@@ -552,7 +459,7 @@ def run(ctx: typer.Context, name: NameArg) -> None:
         str(sum(r.unchanged for r in reports)),
         str(sum(r.rejected for r in reports)),
         str(removed),
-        _duration(time.monotonic() - started),
+        duration(time.monotonic() - started),
     )
     out.print(table)
     if last.sweep and last.sweep.blocked_reason:
