@@ -6,7 +6,7 @@ Each function runs in a transaction the :class:`~ingestion.store.Store` opened.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from ingestion import state
 from ingestion.errors import UnknownProvider
 from ingestion.options import ProviderOptions
-from ingestion.state import Action, BurstOutcome, CycleStatus, Phase
+from ingestion.state import Action, BurstOutcome, CycleStatus, Phase, Schedule, Transition
 from ingestion.store import models as m
 from ingestion.store import transitions as t
 from ingestion.store.database import Database, Tx
@@ -297,33 +297,41 @@ def database_failure(
 ) -> Doorbell | None:
     """Record, now that it answers again, that the database failed under the burst; its step
     runs again after ``retry_in``, no attempt counted. ``None`` if the step was replaced."""
-    row = _still_held(tx, claim)
-    if row is None:
-        return None
-    t.end_burst(tx, claim.burst_id, BurstOutcome.FAILED, error=message)
-    t.record_error(tx, row, message, page=page)
-    transition = state.after_database_failure(t.schedule_of(row), tx.now, retry_in)
-    return t.apply(
-        tx, claim.provider, transition, row.cycle_id, last_error=message, last_error_at=tx.now
+    return _end_failed(
+        tx,
+        claim,
+        message,
+        page,
+        lambda schedule: state.after_database_failure(schedule, tx.now, retry_in),
     )
 
 
 def park_burst(tx: Tx, claim: Claim, message: str, *, page: int | None = None) -> Doorbell | None:
     """The source refused for good: record why and park the provider until an operator
     starts it. ``None`` if the step was replaced."""
+    doorbell = _end_failed(tx, claim, message, page, lambda _: state.park(tx.now))
+    if doorbell is not None:
+        log.error("provider %s parked until an operator starts it: %s", claim.provider, message)
+    return doorbell
+
+
+def _end_failed(
+    tx: Tx,
+    claim: Claim,
+    message: str,
+    page: int | None,
+    decide: Callable[[Schedule], Transition],
+) -> Doorbell | None:
+    """End a failed burst with an error record and the transition ``decide`` gives for the
+    provider's schedule, the message as its last error; ``None`` if the step was replaced."""
     row = _still_held(tx, claim)
     if row is None:
         return None
     t.end_burst(tx, claim.burst_id, BurstOutcome.FAILED, error=message)
     t.record_error(tx, row, message, page=page)
-    log.error("provider %s parked until an operator starts it: %s", claim.provider, message)
+    transition = decide(t.schedule_of(row))
     return t.apply(
-        tx,
-        claim.provider,
-        state.park(tx.now),
-        row.cycle_id,
-        last_error=message,
-        last_error_at=tx.now,
+        tx, claim.provider, transition, row.cycle_id, last_error=message, last_error_at=tx.now
     )
 
 
