@@ -1,9 +1,11 @@
 """Where a worker's time goes during a first and an unchanged cycle: py-spy on the pool process.
 
 Samples are taken of wall time (``--idle``), so time spent waiting for Postgres counts, under
-the statement that waited. Only samples inside a burst count; each is put in the first
-category that matches a frame, walking from the innermost frame out. A category's time per
-entity is its share of those samples times the cycle's time.
+the statement that waited. Only samples inside a burst count: those of the burst's own thread
+and those of its committer thread, which commits one page while the burst reads the next.
+Each is put in the first category that matches a frame, walking from the innermost frame out.
+Because the two threads overlap, a category's share is of thread time, not of the cycle's wall
+time; its time per entity is that share times the cycle's time.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("annotate, ref, sha256 (entities.prepare)", r"^prepare \(ingestion/entities"),
         ("the source (generating entities)", r"\(bench/source"),
         ("SQLAlchemy (statements, parameters, results)", r"\(sqlalchemy/"),
+        ("burst thread waiting for the page in flight", r"^_BurstRun\._settle "),
         ("engine: page checks and bookkeeping", r"\(ingestion/"),
         ("Celery, kombu", r"\((celery|kombu|billiard)/"),
     )
 )
 OTHER = "other Python"
+# A sample is inside a burst when one of its frames starts with one of these: the burst's
+# thread, or the committer thread writing one of its pages.
+BURST_FRAMES = ("Engine.run_step ", "Store.commit_page ")
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,7 @@ def categorize(frames: list[str]) -> str | None:
     """The category of one sample, from its frames (outermost first); ``None`` outside a burst
     (the time between bursts is figure 5)."""
     named = [_short(f) for f in frames]
-    if not any(f.startswith("Engine.run_step ") for f in named):
+    if not any(f.startswith(BURST_FRAMES) for f in named):
         return None
     for frame in reversed(named):
         for category, pattern in RULES:

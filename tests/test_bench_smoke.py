@@ -16,7 +16,7 @@ import pytest
 
 from bench import figures
 from bench.figures import Config
-from bench.profile import profile
+from bench.profile import categorize, profile
 from bench.report import Results, render
 from tests.support.paths import PG_ADMIN_DSN, PG_HOST, REDIS_URL, ROOT
 
@@ -129,3 +129,24 @@ def test_profile_puts_every_sample_of_both_cycles_in_a_category(config: Config) 
         assert sum(breakdown.share(c) for c in result.categories()) == pytest.approx(1.0)
     assert result.first.samples["database: statements (driver and server)"] > 0
     assert "## Where the time goes" in rendered(config, profile=result)
+
+
+def test_profile_counts_the_committer_threads_statements_and_the_burst_waiting_for_them() -> None:
+    committer = [
+        "Thread._bootstrap (/usr/lib/python3.11/threading.py:1002)",
+        "_WorkItem.run (/usr/lib/python3.11/concurrent/futures/thread.py:58)",
+        "Store.commit_page (/src/ingestion/store/store.py:113)",
+        "Connection.execute (/venv/lib/python3.11/site-packages/sqlalchemy/engine/base.py:1494)",
+        "PGDialect.do_execute (/venv/lib/python3.11/site-packages/sqlalchemy/engine/default.py:9)",
+    ]
+    waiting = [
+        "Engine.run_step (/src/ingestion/engine.py:129)",
+        "_BurstRun._settle (/src/ingestion/engine.py:496)",
+        "Future.result (/usr/lib/python3.11/concurrent/futures/_base.py:451)",
+        "Condition.wait (/usr/lib/python3.11/threading.py:327)",
+    ]
+    idle_pool_thread = committer[:2] + ["_worker (/usr/lib/python3.11/concurrent/futures/thread.py:83)"]
+
+    assert categorize(committer) == "database: statements (driver and server)"
+    assert categorize(waiting) == "burst thread waiting for the page in flight"
+    assert categorize(idle_pool_thread) is None
