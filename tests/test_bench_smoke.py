@@ -145,7 +145,10 @@ def test_profile_counts_the_committer_threads_statements_and_the_burst_waiting_f
         "Future.result (/usr/lib/python3.11/concurrent/futures/_base.py:451)",
         "Condition.wait (/usr/lib/python3.11/threading.py:327)",
     ]
-    idle_pool_thread = committer[:2] + ["_worker (/usr/lib/python3.11/concurrent/futures/thread.py:83)"]
+    idle_pool_thread = [
+        *committer[:2],
+        "_worker (/usr/lib/python3.11/concurrent/futures/thread.py:83)",
+    ]
 
     assert categorize(committer) == "database: statements (driver and server)"
     assert categorize(waiting) == "burst thread waiting for the page in flight"
