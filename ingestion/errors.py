@@ -11,6 +11,7 @@
     ├── ProviderError               a provider misbehaved or its source failed; the burst fails
     │   └── SourceRefused           a refusal retrying cannot fix; the provider is parked
     ├── EntityRejected              one entity breaks an envelope rule; the rest of its page commits
+    ├── EventRejected               a provider cannot apply an event; it is recorded as rejected
     ├── LeaseLost                   this worker no longer holds the step it was running
     ├── DatabaseUnavailable         the database did not answer; the step is retried when it does
     └── RetryAfter                  the source asks to wait (a rate limit); no backoff step spent
@@ -67,6 +68,12 @@ class EntityRejected(IngestionError):
         self.message = message
 
 
+class EventRejected(IngestionError):
+    """Raised by a provider's ``on_event`` for an event it recognises but cannot apply (a
+    payload without the fields it needs); the message says what is missing. The event is
+    recorded as rejected for that provider; the provider's next cycle corrects the catalog."""
+
+
 class LeaseLost(IngestionError):
     """This worker no longer holds the provider: another step replaced the one it was running."""
 
@@ -99,6 +106,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailable",
     "EntityRejected",
+    "EventRejected",
     "IngestionError",
     "InsecureConfiguration",
     "LeaseLost",

@@ -72,6 +72,36 @@ class RemovalCheck:
     present: Sequence[DeferredEntity] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class Event:
+    """An event from the source, as delivered to ``on_event``.
+
+    ``topic`` is the last part of ``POST /incremental/events/{topic}`` (``github`` for GitHub's
+    webhooks) or the ``topic`` argument of the ``ingestion.event`` task. ``headers`` have
+    lower-case names; credentials (``authorization``, signatures) are never stored nor passed
+    on. ``delivery_id`` identifies one delivery: a redelivery with the same id is applied once.
+    """
+
+    topic: str
+    payload: Any  # the decoded JSON body
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delivery_id: str = ""
+
+
+@dataclass(frozen=True)
+class EventDelta:
+    """What an event changed in a provider's share of the catalog.
+
+    ``added``: entities added or changed, written at once and marked in the provider's current
+    cycle (the sweep at its end keeps them). ``removed``: refs (``kind:namespace/name``) removed
+    at once, if this provider owns them. A page of the current cycle read before the event was
+    applied does not undo it; one read after it does (the source is the truth).
+    """
+
+    added: Sequence[DeferredEntity] = field(default_factory=tuple)
+    removed: Sequence[str] = field(default_factory=tuple)
+
+
 BurstFunction = Callable[[TContext], Any]
 
 
@@ -112,6 +142,18 @@ class IncrementalEntityProvider(abc.ABC, Generic[TCursor, TContext]):
         """
         raise NotImplementedError
 
+    def on_event(self, event: Event) -> EventDelta | None:
+        """Optional: turn an event from the source into a delta, between cycles.
+
+        Return ``None`` when the event is not this provider's (another topic, another
+        organisation); an empty :class:`EventDelta` when it is but changes nothing. The engine
+        offers each stored event to every provider that implements this hook, in the order the
+        events were accepted. The hook maps the event alone: it has no client and should not
+        call the source. Raising :class:`~ingestion.errors.EventRejected` records the event as
+        rejected with the message; the cycles still correct whatever an event missed.
+        """
+        raise NotImplementedError
+
     def default_options(self) -> Mapping[str, Any]:
         """Engine options this kind of provider needs unless its user sets them (for example
         ``remove_after_missed_cycles`` for a source whose paging can skip items)."""
@@ -121,3 +163,8 @@ class IncrementalEntityProvider(abc.ABC, Generic[TCursor, TContext]):
 def checks_removals(provider: IncrementalEntityProvider[Any, Any]) -> bool:
     """Whether ``provider`` implements :meth:`IncrementalEntityProvider.check_removals`."""
     return type(provider).check_removals is not IncrementalEntityProvider.check_removals
+
+
+def handles_events(provider: IncrementalEntityProvider[Any, Any]) -> bool:
+    """Whether ``provider`` implements :meth:`IncrementalEntityProvider.on_event`."""
+    return type(provider).on_event is not IncrementalEntityProvider.on_event
