@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
@@ -17,17 +19,24 @@ from pydantic import ValidationError
 from ingestion.catalog import Catalog
 from ingestion.engine import BurstReport, Engine, ProgressCallback, Registered
 from ingestion.errors import ConfigurationError, ProviderConfigError, UnknownProvider
+from ingestion.events import EventApplier
 from ingestion.options import ProviderOptions
 from ingestion.provider import IncrementalEntityProvider
 from ingestion.settings import Settings, celery_config, control_queue, prepare_broker
 from ingestion.state import BurstOutcome
 from ingestion.store import Doorbell, ErrorKind, Store
-from ingestion.tasks import BURST, RECONCILE, register_tasks
+from ingestion.store.changes import Batch
+from ingestion.store.events import Accepted
+from ingestion.tasks import APPLY_EVENTS, BURST, RECONCILE, register_tasks
 
 log = logging.getLogger("ingestion")
 
 #: How many announcements of one reconciler tick are logged by name.
 LOGGED_ANNOUNCEMENTS = 10
+#: How long the event applier holds its lease without renewing it (it renews per batch).
+EVENT_LEASE_SECONDS = 60.0
+#: The most changes (and applied events) one reconciler tick prunes.
+PRUNE_BATCH = 10_000
 
 
 class IncrementalIngestion:
@@ -62,6 +71,7 @@ class IncrementalIngestion:
         self.providers: dict[str, Registered] = {}
         self._store: Store | None = None
         self._engine: Engine | None = None
+        self._events: EventApplier | None = None
         self.observers: list[ProgressCallback] = []
         self.celery_app = Celery(app_name)
         self.celery_app.config_from_object(celery_config(self.settings))
@@ -117,7 +127,17 @@ class IncrementalIngestion:
     def store(self) -> Store:
         if self._store is None:
             self._store = Store(self.settings.database_url)
+            if self.settings.changes_task:
+                self._store.db.change_listeners.append(self._push_changes)
         return self._store
+
+    @property
+    def events(self) -> EventApplier:
+        if self._events is None:
+            self._events = EventApplier(
+                self.store, self.providers, lease=timedelta(seconds=EVENT_LEASE_SECONDS)
+            )
+        return self._events
 
     @property
     def engine(self) -> Engine:
@@ -222,6 +242,7 @@ class IncrementalIngestion:
         """
         if not self._registered:
             self.register_providers()
+        self._tend_events_and_history()
         depth = self.queue_depth() or 0
         # Not the room left in the queue: it also holds messages with a countdown (a rest
         # ending soon) that no worker may run yet, and they must not hold back first cycles.
@@ -269,6 +290,73 @@ class IncrementalIngestion:
         except Exception:
             log.exception("could not announce %d due step(s); a later tick will", len(due))
             return 0
+
+    # -- events and the change feed -------------------------------------------------------
+
+    def accept_event(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        delivery_id: str | None = None,
+        announce: bool = True,
+    ) -> Accepted:
+        """Store an event from a source; it is applied by a worker soon after.
+
+        The event is in the database when this returns (a redelivery with the same
+        ``delivery_id`` is stored once). ``announce`` sends the task that applies it; if the
+        broker is away, the reconciler sends it once a worker runs.
+        """
+        accepted = self.events.accept(topic, payload, headers=headers, delivery_id=delivery_id)
+        if announce and not accepted.duplicate:
+            self._announce_events()
+        return accepted
+
+    def apply_events(self, owner: str | None = None) -> int:
+        """Apply the stored events not applied yet, in order; how many this call applied."""
+        return self.events.apply_pending(owner or f"{socket.gethostname()}/{os.getpid()}")
+
+    def _announce_events(self) -> None:
+        if not self._broker_ready:
+            prepare_broker(self.settings)
+            self._broker_ready = True
+        try:
+            self.tasks[APPLY_EVENTS].apply_async(queue=control_queue(self.settings))
+        except Exception as exc:
+            log.warning("could not ask a worker to apply events (the reconciler will): %s", exc)
+
+    def _tend_events_and_history(self) -> None:
+        """A reconciler tick's other work: events waiting (a worker was away when they came,
+        or the broker was) are announced, and history past its retention is pruned."""
+        if self.store.oldest_pending_event() is not None:
+            self._announce_events()
+        now = datetime.now(UTC)
+        changes_for, events_for = self.settings.changes_retention, self.settings.events_retention
+        pruned = self.store.prune_history(
+            changes_before=now - changes_for if changes_for else None,
+            events_before=now - events_for if events_for else None,
+            limit=PRUNE_BATCH,
+        )
+        if any(pruned):
+            log.info("pruned %d change(s) and %d applied event(s) past retention", *pruned)
+
+    def _push_changes(self, batch: Batch) -> None:
+        """Send ``changes_task`` for one committed batch of changes (a listener of the store)."""
+        assert self.settings.changes_task is not None
+        if not self._broker_ready:
+            prepare_broker(self.settings)
+            self._broker_ready = True
+        self.celery_app.send_task(
+            self.settings.changes_task,
+            kwargs={
+                "first": batch.first,
+                "last": batch.last,
+                "count": batch.count,
+                "providers": list(batch.providers),
+            },
+            queue=self.settings.changes_task_queue,
+        )
 
     def _known(self, name: str) -> Registered:
         registered = self.registered(name)

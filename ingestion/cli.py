@@ -386,7 +386,16 @@ def api(
     settings = ApiSettings()
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    app = create_api(ingestion, admin_token=admin, metrics_token=scrape, insecure=insecure)
+    events = settings.events_token.get_secret_value() if settings.events_token else None
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    app = create_api(
+        ingestion,
+        admin_token=admin,
+        metrics_token=scrape,
+        events_token=events,
+        webhook_secret=secret,
+        insecure=insecure,
+    )
     uvicorn.run(
         app,
         host=host or settings.api_host,
@@ -395,6 +404,49 @@ def api(
         log_config=None,  # keep the logging set up by the callback
         server_header=False,
     )
+
+
+@cli.command()
+def changes(
+    ctx: typer.Context,
+    after: Annotated[
+        int, typer.Option(min=0, help="Print the changes after this id (0: from the first).")
+    ] = 0,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Changes read from the database at a time.")
+    ] = 500,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new changes as they commit.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.05, help="Seconds between two reads while following.")
+    ] = 1.0,
+) -> None:
+    """Print the catalog's change feed, one JSON object per line, oldest first.
+
+    Keep the id of the last line you processed and start again with --after=ID: nothing
+    committed after it is missed, nothing before it is repeated.
+    """
+    ingestion = _ingestion(ctx)
+    if follow:
+        err.print(f"following the change feed after id {after}; Ctrl-C to stop", markup=False)
+    try:
+        while True:
+            rows = ingestion.store.changes(after=after, limit=limit)
+            for row in rows:
+                sys.stdout.write(
+                    json.dumps({**row, "created_at": row["created_at"].isoformat()}) + "\n"
+                )
+            sys.stdout.flush()
+            if rows:
+                after = int(rows[-1]["id"])
+            if len(rows) == limit:
+                continue
+            if not follow:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 @cli.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import inspect
 import itertools
 import json
@@ -33,7 +34,12 @@ from ingestion.errors import (
 )
 from ingestion.options import ProviderOptions
 from ingestion.preparing import ContractBroken, prepare_check, prepare_page
-from ingestion.provider import IncrementalEntityProvider, RemovalCandidate, checks_removals
+from ingestion.provider import (
+    IncrementalEntityProvider,
+    RemovalCandidate,
+    checks_removals,
+    handles_events,
+)
 from ingestion.state import BurstOutcome, Phase
 from ingestion.store import (
     Claim,
@@ -339,6 +345,10 @@ class _BurstRun:
         self.pending: Page | None = None  # the page being committed, for its error records
         self.done = False
         self.called = False
+        # A provider that takes events: each page remembers the last event applied to the
+        # provider when its read began, so that the page does not undo a later event.
+        self.takes_events = handles_events(self.provider)
+        self.events_seen: int | None = None
 
     def where(self) -> str:
         c = self.claim
@@ -376,6 +386,8 @@ class _BurstRun:
                 return _NO_CANDIDATES
             self.candidates = candidates
             return self.provider.check_removals(context, candidates)
+        if self.takes_events:
+            self.events_seen = self.engine.store.last_event_id(self.claim.provider)
         return self.provider.next(context, self.cursor)
 
     def sync_burst(self, context: Any) -> None:
@@ -461,6 +473,8 @@ class _BurstRun:
                 self.progress(self.report)
             return self.done or time.monotonic() >= self.deadline
         page = prepare_page(self.claim.provider, result, self.reading)
+        if self.events_seen is not None:
+            page = dataclasses.replace(page, events_seen=self.events_seen)
         self._settle()
         self.pending = page
         if self.committer is None:

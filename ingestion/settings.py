@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from kombu.entity import Queue
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion import broker
+from ingestion.durations import parse_duration
 
 #: Used when neither INGESTION_BROKER_URL nor CELERY_BROKER_URL is set: a broker in plain files,
 #: for one machine, with no server to run (see ingestion.broker).
 EMBEDDED_BROKER = f"{broker.SCHEME}://"
 #: URL schemes of RabbitMQ (kombu's py-amqp transport).
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+
+
+def _retention(value: object) -> timedelta | None:
+    duration = parse_duration(value)
+    return duration if duration > timedelta(0) else None
+
+
+#: A duration after which history is pruned; ``None`` (given as 0) keeps it.
+Retention = Annotated[timedelta | None, BeforeValidator(_retention)]
 
 
 class Settings(BaseSettings):
@@ -88,6 +99,25 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="The Redis broker's visibility timeout, in seconds."
     )
     auto_migrate: bool = Field(True, description="Migrate the schema when a worker starts.")
+    changes_retention: Retention = Field(
+        timedelta(days=7),
+        description="How long the change feed keeps a change (a duration such as 7d, or "
+        "seconds; 0 keeps every change). A consumer must read more often than this.",
+    )
+    events_retention: Retention = Field(
+        timedelta(days=7),
+        description="How long an applied event is kept, for inspection (0 keeps them all). "
+        "Events not applied yet are never removed.",
+    )
+    changes_task: str | None = Field(
+        None,
+        description="A Celery task to send after each committed batch of changes, with the "
+        "keyword arguments first, last, count and providers (ids of the feed): a push for "
+        "consumers that do not poll. Unset: no task is sent.",
+    )
+    changes_task_queue: str | None = Field(
+        None, description="The queue of changes_task; Celery's routing when unset."
+    )
 
 
 def control_queue(settings: Settings) -> str:
@@ -102,6 +132,8 @@ CONTROL_TASKS = (
     "ingestion.start",
     "ingestion.cancel",
     "ingestion.reset",
+    "ingestion.event",
+    "ingestion.apply_events",
 )
 
 

@@ -21,6 +21,8 @@ TRIGGER = "ingestion.trigger"
 START = "ingestion.start"
 CANCEL = "ingestion.cancel"
 RESET = "ingestion.reset"
+EVENT = "ingestion.event"
+APPLY_EVENTS = "ingestion.apply_events"
 
 
 def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Task]:
@@ -35,7 +37,7 @@ def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Ta
         self: Task, provider: str, ticket: int, cycle: int | None = None, burst: int = 1
     ) -> dict[str, Any]:
         """Run one burst of ``provider`` for the step ``ticket`` (cycle and burst are labels)."""
-        owner = f"{self.request.hostname or 'worker'}/{os.getpid()}"
+        owner = _owner(self)
         report = ingestion.engine.run_step(provider, ticket, owner)
         ingestion.observe(report)
         if report.next is not None:
@@ -80,4 +82,36 @@ def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Ta
         """Forget the provider's ingestion records and begin afresh."""
         return ingestion.reset(provider).action.value
 
-    return {t.name: t for t in (burst, reconcile, trigger, start, cancel, reset)}
+    @app.task(name=EVENT, bind=True, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
+    def event(
+        self: Task,
+        topic: str,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        delivery_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Accept one event from the source (``celery call ingestion.event``) and apply the
+        events waiting. Without a ``delivery_id`` the task's id is one: a redelivered message
+        is applied once."""
+        accepted = ingestion.accept_event(
+            topic,
+            payload,
+            headers=headers,
+            delivery_id=delivery_id or self.request.id,
+            announce=False,
+        )
+        applied = ingestion.apply_events(_owner(self))
+        return {"id": accepted.id, "duplicate": accepted.duplicate, "applied": applied}
+
+    @app.task(name=APPLY_EVENTS, bind=True, shared=False)  # type: ignore[untyped-decorator]
+    def apply_events(self: Task) -> int:
+        """Apply the stored events not applied yet, in the order they were accepted."""
+        return ingestion.apply_events(_owner(self))
+
+    return {
+        t.name: t for t in (burst, reconcile, trigger, start, cancel, reset, event, apply_events)
+    }
+
+
+def _owner(task: Task) -> str:
+    return f"{task.request.hostname or 'worker'}/{os.getpid()}"

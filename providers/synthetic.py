@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -18,7 +18,14 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from ingestion.provider import DeferredEntity, EntityIteratorResult, IncrementalEntityProvider
+from ingestion.errors import EventRejected
+from ingestion.provider import (
+    DeferredEntity,
+    EntityIteratorResult,
+    Event,
+    EventDelta,
+    IncrementalEntityProvider,
+)
 
 
 def service_entity(number: int, version: int = 0, padding: int = 0) -> dict[str, Any]:
@@ -56,6 +63,9 @@ class SyntheticSource:
     invalid: set[int] = field(default_factory=set)  # members served with an invalid name
     fail_requests: int = 0  # the next N requests answer 500
     requests: int = 0
+    # A page whose request waits until its gate is set: a test can act while a page is read.
+    hold: dict[int, threading.Event] = field(default_factory=dict, repr=False)
+    asked: list[int] = field(default_factory=list)  # the pages requested, in order
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def members(self) -> list[int]:
@@ -82,6 +92,11 @@ class SyntheticSource:
             self.added += round(len(self.members()) * share)
 
     def page(self, page: int, per_page: int) -> dict[str, Any]:
+        with self.lock:
+            self.asked.append(page)
+            gate = self.hold.pop(page, None)
+        if gate is not None and not gate.wait(timeout=60):
+            raise SourceFailure(f"page {page} was held for 60 s")
         with self.lock:
             self.requests += 1
             if self.fail_requests > 0:
@@ -175,8 +190,39 @@ class SourceServer(LocalServer):
         return Handler
 
 
+#: The topic of the synthetic source's events.
+EVENT_TOPIC = "synthetic"
+
+
+def synthetic_event(
+    source_url: str,
+    *,
+    added: Sequence[int] = (),
+    removed: Sequence[int] = (),
+    version: int = 0,
+    padding: int = 0,
+) -> dict[str, Any]:
+    """The payload of an event of the synthetic source at ``source_url``: services added or
+    changed (served with ``version`` and ``padding``) and services removed, by number."""
+    return {
+        "source": source_url,
+        "added": list(added),
+        "removed": list(removed),
+        "version": version,
+        "padding": padding,
+    }
+
+
+def service_ref(number: int) -> str:
+    return f"component:default/service-{number:07d}"
+
+
 class SyntheticProvider(IncrementalEntityProvider[dict[str, int], httpx.Client]):
-    """Reads a synthetic source page by page over HTTP; the cursor is ``{"page": n}``."""
+    """Reads a synthetic source page by page over HTTP; the cursor is ``{"page": n}``.
+
+    Takes the source's events (topic ``synthetic``, see :func:`synthetic_event`) whose
+    ``source`` is its ``base_url``.
+    """
 
     def __init__(self, name: str, base_url: str, per_page: int = 100) -> None:
         self.name = name
@@ -204,6 +250,33 @@ class SyntheticProvider(IncrementalEntityProvider[dict[str, int], httpx.Client])
                 for item in data["items"]
             ],
             cursor={"page": page + 1},
+        )
+
+    def on_event(self, event: Event) -> EventDelta | None:
+        payload = event.payload
+        if event.topic != EVENT_TOPIC or not isinstance(payload, dict):
+            return None
+        if payload.get("source") != self.base_url:
+            return None
+        try:
+            added = [int(n) for n in payload.get("added", [])]
+            removed = [int(n) for n in payload.get("removed", [])]
+            version = int(payload.get("version", 0))
+            padding = int(payload.get("padding", 0))
+        except (TypeError, ValueError) as exc:
+            raise EventRejected(
+                f"synthetic event {event.delivery_id!r}: 'added' and 'removed' must be lists of "
+                f"service numbers, 'version' and 'padding' numbers ({exc})"
+            ) from None
+        return EventDelta(
+            added=[
+                DeferredEntity(
+                    entity=service_entity(n, version, padding),
+                    location_key=f"synthetic:{self.name}",
+                )
+                for n in added
+            ],
+            removed=[service_ref(n) for n in removed],
         )
 
 

@@ -7,6 +7,7 @@ cookie of the operator page (:mod:`ingestion.web`, served at ``/``) with, on a P
 its CSRF token.
 """
 
+import hashlib
 import hmac
 import json
 import logging
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as FastApiPath
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ingestion import metrics
 from ingestion.api.bodies import (
     Bursts,
+    Changes,
     Checkpoints,
     CycleRecord,
     Cycles,
@@ -38,6 +41,7 @@ from ingestion.api.bodies import (
     ErrorRecord,
     ErrorRules,
     Errors,
+    EventAccepted,
     Health,
     Kept,
     ProviderDetail,
@@ -45,6 +49,7 @@ from ingestion.api.bodies import (
     Removed,
     Step,
     burst_record,
+    change_record,
     checkpoint,
     cycle_record,
     provider_detail,
@@ -59,6 +64,7 @@ from ingestion.api.params import (
     RefPath,
     RuleFilter,
     SearchText,
+    TopicPath,
 )
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
@@ -86,6 +92,16 @@ class ApiSettings(BaseSettings):
         description="A second bearer token that may read /metrics only, for Prometheus; "
         "the admin token is accepted there too.",
     )
+    events_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of POST /incremental/events/{topic} only: sources that "
+        "send events hold this one, not the admin token.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret of webhooks signed the way GitHub signs them "
+        "(X-Hub-Signature-256: sha256=HMAC of the body); such a request needs no token.",
+    )
     api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
 
@@ -98,6 +114,8 @@ def create_api(
     *,
     admin_token: str | None = None,
     metrics_token: str | None = None,
+    events_token: str | None = None,
+    webhook_secret: str | None = None,
     insecure: bool = False,
 ) -> FastAPI:
     """The admin API of ``ingestion``.
@@ -105,7 +123,7 @@ def create_api(
     Refuses (:class:`InsecureConfiguration`) to build without an ``admin_token`` of at least
     16 characters, unless ``insecure`` is true: then every route is open, for local use only.
     """
-    _check_tokens(admin_token, metrics_token, insecure)
+    _check_tokens(admin_token, metrics_token, insecure, events_token, webhook_secret)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -150,6 +168,15 @@ def create_api(
         """Prometheus metrics of every provider, read from the database."""
         return Response(metrics.render(registry), media_type=CONTENT_TYPE_LATEST)
 
+    api.include_router(
+        _events_router(
+            ingestion,
+            events_token=events_token,
+            webhook_secret=webhook_secret,
+            open_api=insecure and not admin_token,
+        ),
+        prefix="/incremental",
+    )
     install_page(api, sessions)
     return api
 
@@ -192,8 +219,19 @@ def _authenticator(sessions: Sessions, *, open_api: bool) -> Check:
     return check
 
 
-def _check_tokens(admin_token: str | None, metrics_token: str | None, insecure: bool) -> None:
-    for label, token in (("admin", admin_token), ("metrics", metrics_token)):
+def _check_tokens(
+    admin_token: str | None,
+    metrics_token: str | None,
+    insecure: bool,
+    events_token: str | None = None,
+    webhook_secret: str | None = None,
+) -> None:
+    for label, token in (
+        ("admin", admin_token),
+        ("metrics", metrics_token),
+        ("events", events_token),
+        ("webhook secret", webhook_secret),
+    ):
         if token is not None and len(token) < MIN_TOKEN_LENGTH:
             raise InsecureConfiguration(
                 f"the {label} token is too short: use at least {MIN_TOKEN_LENGTH} random "
@@ -383,8 +421,120 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     return router
 
 
+#: The largest event body accepted (GitHub's webhooks stay under 25 MB; most are a few KB).
+MAX_EVENT_BYTES = 5 * 1024 * 1024
+SIGNATURE_HEADER = "x-hub-signature-256"
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value of ``body`` under ``secret``: ``sha256=<hex HMAC>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _events_router(
+    ingestion: IncrementalIngestion,
+    *,
+    events_token: str | None,
+    webhook_secret: str | None,
+    open_api: bool,
+) -> APIRouter:
+    router = APIRouter(tags=["events"])
+    bearer = HTTPBearer(auto_error=False, description="INGESTION_EVENTS_TOKEN")
+
+    def authorize(
+        request: Request, body: bytes, credentials: HTTPAuthorizationCredentials | None
+    ) -> None:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if webhook_secret and signature is not None:
+            expected = webhook_signature(webhook_secret, body)
+            if not hmac.compare_digest(signature.encode(), expected.encode()):
+                raise HTTPException(
+                    401,
+                    f"the {SIGNATURE_HEADER} header does not match the body signed with "
+                    "INGESTION_WEBHOOK_SECRET",
+                )
+            return
+        if credentials is not None and events_token:
+            if not hmac.compare_digest(credentials.credentials.encode(), events_token.encode()):
+                raise HTTPException(
+                    401,
+                    "wrong bearer token: it does not match INGESTION_EVENTS_TOKEN",
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
+            return
+        if open_api and not (events_token or webhook_secret):
+            return
+        if not (events_token or webhook_secret):
+            raise HTTPException(
+                403,
+                "events are not enabled: set INGESTION_EVENTS_TOKEN (a bearer token for "
+                "senders) or INGESTION_WEBHOOK_SECRET (signed webhooks)",
+            )
+        wanted = " or ".join(
+            what
+            for what, given in (
+                ("'Authorization: Bearer <INGESTION_EVENTS_TOKEN>'", events_token),
+                (f"a {SIGNATURE_HEADER} signature", webhook_secret),
+            )
+            if given
+        )
+        raise HTTPException(401, f"an event needs {wanted}", headers={"WWW-Authenticate": "Bearer"})
+
+    @router.post(
+        "/events/{topic}",
+        status_code=202,
+        response_model=EventAccepted,
+        responses={
+            400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+        },
+    )
+    async def receive_event(
+        topic: TopicPath,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> EventAccepted:
+        """Accept an event from a source (a GitHub webhook: topic ``github``).
+
+        The event is stored before the answer (202) and applied by a worker soon after; a
+        delivery id seen before (``X-GitHub-Delivery``, ``X-Delivery-Id`` or
+        ``Idempotency-Key``) is answered 202 again and applied once.
+        """
+        body = await request.body()
+        if len(body) > MAX_EVENT_BYTES:
+            raise HTTPException(413, f"an event body holds {MAX_EVENT_BYTES} bytes at most")
+        authorize(request, body, credentials)
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise HTTPException(400, f"the body is not JSON: {exc}") from None
+        accepted = await run_in_threadpool(
+            ingestion.accept_event, topic, payload, headers=dict(request.headers)
+        )
+        message = (
+            "delivered before; applied once"
+            if accepted.duplicate
+            else "stored; a worker applies it shortly"
+        )
+        return EventAccepted(id=accepted.id, duplicate=accepted.duplicate, message=message)
+
+    return router
+
+
 def _catalog_router(ingestion: IncrementalIngestion) -> APIRouter:
     router = APIRouter(tags=["catalog"], responses={404: {"model": ErrorBody}})
+
+    @router.get("/changes", response_model=Changes)
+    def changes(
+        after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Changes:
+        """The catalog's changes after the id ``after``, oldest first: ask again with
+        ``after=next_after`` to follow the feed from where you stopped."""
+        items = [change_record(r) for r in ingestion.store.changes(after=after, limit=limit)]
+        return Changes(items=items, next_after=items[-1].id if items else after)
 
     @router.get("/entities", response_model=Entities)
     def entities(

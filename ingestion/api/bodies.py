@@ -203,6 +203,41 @@ class Kept(BaseModel):
     message: str
 
 
+class Change(BaseModel):
+    """One change of the catalog, as the change feed records it."""
+
+    id: int
+    ref: str
+    kind: str = Field(description="added, changed or removed")
+    provider: str
+    source: str = Field(description="What made it: page, check, sweep, event or operator.")
+    cycle_id: int | None = None
+    event_id: int | None = None
+    entity: dict[str, Any] | None = Field(
+        None, description="The entity as written (added, changed); none for a removal."
+    )
+    created_at: datetime
+
+
+class Changes(BaseModel):
+    items: list[Change]
+    next_after: int = Field(
+        description="Ask again with after=next_after for the changes that follow."
+    )
+
+
+class EventAccepted(BaseModel):
+    id: int = Field(description="The stored event's id.")
+    duplicate: bool = Field(
+        description="The delivery id was stored already; the event is applied once."
+    )
+    message: str
+
+
+def change_record(row: dict[str, Any]) -> Change:
+    return Change.model_validate(row)
+
+
 def provider_detail(ingestion: IncrementalIngestion, name: str) -> ProviderDetail:
     """Where the registered provider ``name`` stands, as the API and the CLI show it."""
     options = ingestion.registered(name).options

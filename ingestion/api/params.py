@@ -92,3 +92,12 @@ RuleFilter = Annotated[
     Query(min_length=1, max_length=MAX_RULE, description="Only records of this rule."),
     AfterValidator(_optional_text),
 ]
+
+#: An event topic, as :func:`ingestion.events.check_topic` accepts it.
+TopicPath = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="The event's topic: github for GitHub's webhooks.",
+    ),
+]

@@ -6,9 +6,10 @@ modules of this package.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from ingestion.errors import DatabaseUnavailable
+from ingestion.store.changes import Batch, record
+
+log = logging.getLogger("ingestion.store")
 
 
 def _connect_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -87,12 +91,17 @@ def _first_line(exc: DBAPIError) -> str:
     return (text or type(origin).__name__)[:300]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Tx:
-    """An open writing transaction and the database's time when it began."""
+    """An open writing transaction and the database's time when it began.
+
+    ``changes`` collects what the transaction does to the catalog (see
+    :mod:`ingestion.store.changes`); they are written to the change feed as its last statement.
+    """
 
     conn: Connection
     now: datetime
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Database:
@@ -102,6 +111,8 @@ class Database:
         self.url = url
         self.sql_engine = sql_engine or create_sql_engine(url)
         self.dialect: str = self.sql_engine.dialect.name
+        # Called with each committed batch of changes (see ingestion.store.changes.Batch).
+        self.change_listeners: list[Callable[[Batch], None]] = []
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -110,10 +121,20 @@ class Database:
         A database that cannot be reached, or that drops the connection, raises
         :class:`~ingestion.errors.DatabaseUnavailable`; nothing of the transaction commits.
         """
+        batch = None
         with _unavailable(), self.sql_engine.connect() as conn:
             conn.execution_options(ingestion_write=True)
             with conn.begin():
-                yield Tx(conn, self.now(conn))
+                tx = Tx(conn, self.now(conn))
+                yield tx
+                if tx.changes:
+                    batch = record(self, tx)
+        if batch is not None:
+            for listener in self.change_listeners:
+                try:
+                    listener(batch)
+                except Exception:  # the changes committed; a listener cannot undo them
+                    log.exception("a listener of the change feed failed on %s", batch)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

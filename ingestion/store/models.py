@@ -105,6 +105,8 @@ providers = Table(
     Column("blocked_cycle_id", BigInteger, nullable=True),
     Column("blocked_reason", Text, nullable=True),
     Column("blocked_count", Integer, nullable=False, default=0),
+    # The last event applied to this provider's entities; a page remembers the value it read.
+    Column("last_event_id", BigInteger, nullable=True),
     _created(),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
@@ -133,6 +135,9 @@ cycles = Table(
     Column("removed", Integer, nullable=False, default=0),
     Column("blocked", Integer, nullable=False, default=0),
     Column("blocked_reason", Text, nullable=True),
+    # The provider's last applied event when the cycle began: older event touches do not
+    # concern its pages.
+    Column("events_at_start", BigInteger, nullable=True),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("ended_at", UTCDateTime(), nullable=True),
 )
@@ -220,14 +225,77 @@ entities = Table(
     Index("ix_catalog_entities_provider_ref", "provider", "ref"),
 )
 
+# The change feed: every change the engine makes to the catalog, written in the transaction
+# that makes it. Ids are assigned in commit order (see ingestion.store.changes), so a consumer
+# that has read up to an id never sees a lower one commit later.
+changes = Table(
+    "catalog_changes",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("ref", String(512), nullable=False),
+    Column("kind", String(8), nullable=False),  # changes.ChangeKind
+    Column("provider", String(255), nullable=False),
+    Column("source", String(8), nullable=False),  # changes.ChangeSource: page, sweep, event...
+    Column("cycle_id", BigInteger, nullable=True),
+    Column("event_id", BigInteger, nullable=True),
+    # The entity as written (added, changed); none for a removal.
+    Column("entity", JSONDocument(), nullable=True),
+    _created(),
+    Index("ix_catalog_changes_created_at", "created_at"),
+)
+
+# Events accepted from sources, stored before they are acknowledged; applied in id order.
+events = Table(
+    "ingestion_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("topic", String(255), nullable=False),
+    # A redelivery carries the same id: the database refuses to store it twice.
+    Column("delivery_id", String(255), nullable=False, unique=True),
+    Column("payload", JSONDocument(), nullable=False),
+    Column("headers", JSONDocument(), nullable=False),  # credentials removed
+    Column("status", String(16), nullable=False),  # pending, applied
+    Column("result", JSONDocument(), nullable=True),  # per provider: what it did
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("applied_at", UTCDateTime(), nullable=True),
+    Index("ix_ingestion_events_status_id", "status", "id"),
+)
+
+# What events last did to a provider's entities: a page read before that event must not undo
+# it. Pruned when a cycle completes (its pages were all read after older events).
+event_touches = Table(
+    "ingestion_event_touches",
+    metadata,
+    Column("provider", String(255), primary_key=True),
+    Column("ref", String(512), primary_key=True),
+    Column("event_id", BigInteger, nullable=False),
+)
+
+# Named leases held by one worker at a time (the event applier), portable across databases.
+locks = Table(
+    "ingestion_locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(255), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
+)
+
 __all__ = [
     "JSONDocument",
     "UTCDateTime",
     "bursts",
+    "changes",
     "checkpoints",
     "cycles",
     "entities",
     "errors",
+    "event_touches",
+    "events",
+    "locks",
     "metadata",
     "providers",
 ]

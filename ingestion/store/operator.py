@@ -14,8 +14,10 @@ from sqlalchemy import delete, select
 from ingestion import state
 from ingestion.options import ProviderOptions
 from ingestion.state import BurstOutcome, CycleStatus, Schedule, Transition
+from ingestion.store import changes
 from ingestion.store import models as m
 from ingestion.store import transitions as t
+from ingestion.store.changes import ChangeSource
 from ingestion.store.database import Tx
 from ingestion.store.records import Doorbell
 
@@ -80,5 +82,7 @@ def delete_closed_checkpoints(tx: Tx, name: str | None) -> int:
 
 def delete_entities(tx: Tx, provider: str) -> int:
     """Remove every entity ``provider`` owns, at once (no sweep guard applies)."""
-    result = tx.conn.execute(delete(m.entities).where(m.entities.c.provider == provider))
-    return int(result.rowcount)
+    e = m.entities.c
+    refs = list(tx.conn.scalars(delete(m.entities).where(e.provider == provider).returning(e.ref)))
+    changes.removed(tx, provider, ChangeSource.OPERATOR, refs)
+    return len(refs)

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select, text, update
 
 from ingestion.entities import CANONICAL_VERSION, PreparedEntity, legacy_hash
+from ingestion.store import changes
 from ingestion.store import models as m
+from ingestion.store.changes import ChangeSource
 from ingestion.store.database import Database, Tx
 from ingestion.store.records import (
     CheckBatch,
@@ -32,6 +34,25 @@ from ingestion.store.records import (
 from ingestion.store.transitions import hold_lease
 
 
+class Marking(Protocol):
+    """Whose entities a write is, and the cycle that marks them (a burst's :class:`Claim`, or
+    an event's :class:`EventMarking`)."""
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def cycle_id(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class EventMarking:
+    """An event writes a provider's entities marked in its current cycle."""
+
+    provider: str
+    cycle_id: int
+
+
 @dataclass
 class EntityWrites:
     """What writing a page's entities did."""
@@ -39,13 +60,15 @@ class EntityWrites:
     written: int = 0  # inserted or changed
     unchanged: int = 0
     conflicts: list[Problem] = field(default_factory=list)
+    added: list[PreparedEntity] = field(default_factory=list)  # inserted
+    changed: list[PreparedEntity] = field(default_factory=list)  # rewritten
 
 
 class EntityWriter:
     """Writes a page's entities; a subclass per database supplies the statements."""
 
     def write(
-        self, tx: Tx, claim: Claim, items: Sequence[PreparedEntity], *, expect_unchanged: bool
+        self, tx: Tx, claim: Marking, items: Sequence[PreparedEntity], *, expect_unchanged: bool
     ) -> EntityWrites:
         """Insert, rewrite or mark each entity of the page for ``claim``'s cycle.
 
@@ -85,7 +108,9 @@ class EntityWriter:
                 changed.append(item)
         inserted = self.insert_new(tx, claim, new) if new else set()
         for item in new:
-            if item.ref not in inserted:  # another provider wrote it a moment ago
+            if item.ref in inserted:
+                result.added.append(item)
+            else:  # another provider wrote it a moment ago
                 result.conflicts.append(
                     Problem(
                         item.name,
@@ -96,6 +121,7 @@ class EntityWriter:
                 )
         if changed:
             self.rewrite_changed(tx, claim, changed)
+            result.changed = changed
         if same:
             self.mark_same(tx, claim, same)
         result.written += len(inserted) + len(changed)
@@ -105,7 +131,7 @@ class EntityWriter:
     # -- the statements -------------------------------------------------------------------
 
     def mark_if_unchanged(
-        self, tx: Tx, claim: Claim, by_ref: dict[str, PreparedEntity]
+        self, tx: Tx, claim: Marking, by_ref: dict[str, PreparedEntity]
     ) -> set[str]:
         """Mark what this provider owns with the same hash; the refs marked."""
         return set()
@@ -114,15 +140,15 @@ class EntityWriter:
         """The owner, hash and hash version of those of ``refs`` in the catalog, by ref."""
         raise NotImplementedError
 
-    def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
+    def insert_new(self, tx: Tx, claim: Marking, new: list[PreparedEntity]) -> set[str]:
         """Insert entities no one owns; the refs actually inserted (a race may lose some)."""
         raise NotImplementedError
 
-    def rewrite_changed(self, tx: Tx, claim: Claim, changed: list[PreparedEntity]) -> None:
+    def rewrite_changed(self, tx: Tx, claim: Marking, changed: list[PreparedEntity]) -> None:
         """Rewrite the body of entities this provider owns whose content changed; mark them."""
         raise NotImplementedError
 
-    def mark_same(self, tx: Tx, claim: Claim, refs: list[str]) -> None:
+    def mark_same(self, tx: Tx, claim: Marking, refs: list[str]) -> None:
         """Mark entities whose content did not change, without rewriting their body."""
         raise NotImplementedError
 
@@ -181,7 +207,7 @@ class PostgresEntityWriter(EntityWriter):
     source is expected (most of it unchanged), so only the rest is looked up."""
 
     def mark_if_unchanged(
-        self, tx: Tx, claim: Claim, by_ref: dict[str, PreparedEntity]
+        self, tx: Tx, claim: Marking, by_ref: dict[str, PreparedEntity]
     ) -> set[str]:
         return set(
             tx.conn.scalars(
@@ -198,7 +224,7 @@ class PostgresEntityWriter(EntityWriter):
     def existing(self, tx: Tx, refs: list[str]) -> dict[str, Any]:
         return {row.ref: row for row in tx.conn.execute(_PG_EXISTING, {"refs": refs})}
 
-    def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
+    def insert_new(self, tx: Tx, claim: Marking, new: list[PreparedEntity]) -> set[str]:
         params = {
             "provider": claim.provider,
             "cycle": claim.cycle_id,
@@ -207,7 +233,7 @@ class PostgresEntityWriter(EntityWriter):
         }
         return set(tx.conn.scalars(_PG_INSERT_NEW, {**params, **_page_arrays(new)}))
 
-    def rewrite_changed(self, tx: Tx, claim: Claim, changed: list[PreparedEntity]) -> None:
+    def rewrite_changed(self, tx: Tx, claim: Marking, changed: list[PreparedEntity]) -> None:
         params = {
             "provider": claim.provider,
             "cycle": claim.cycle_id,
@@ -216,7 +242,7 @@ class PostgresEntityWriter(EntityWriter):
         }
         tx.conn.execute(_PG_UPDATE_CHANGED, {**params, **_page_arrays(changed)})
 
-    def mark_same(self, tx: Tx, claim: Claim, refs: list[str]) -> None:
+    def mark_same(self, tx: Tx, claim: Marking, refs: list[str]) -> None:
         tx.conn.execute(
             _PG_MARK_SAME, {"refs": refs, "cycle": claim.cycle_id, "provider": claim.provider}
         )
@@ -235,7 +261,7 @@ class SQLiteEntityWriter(EntityWriter):
         )
         return {row.ref: row for row in found}
 
-    def insert_new(self, tx: Tx, claim: Claim, new: list[PreparedEntity]) -> set[str]:
+    def insert_new(self, tx: Tx, claim: Marking, new: list[PreparedEntity]) -> set[str]:
         return set(
             tx.conn.scalars(
                 self.db.insert(m.entities)
@@ -258,7 +284,7 @@ class SQLiteEntityWriter(EntityWriter):
             )
         )
 
-    def rewrite_changed(self, tx: Tx, claim: Claim, changed: list[PreparedEntity]) -> None:
+    def rewrite_changed(self, tx: Tx, claim: Marking, changed: list[PreparedEntity]) -> None:
         e = m.entities.c
         tx.conn.execute(
             update(m.entities)
@@ -282,7 +308,7 @@ class SQLiteEntityWriter(EntityWriter):
             ],
         )
 
-    def mark_same(self, tx: Tx, claim: Claim, refs: list[str]) -> None:
+    def mark_same(self, tx: Tx, claim: Marking, refs: list[str]) -> None:
         e = m.entities.c
         tx.conn.execute(
             update(m.entities)
@@ -300,7 +326,7 @@ def entity_writer_for(db: Database) -> EntityWriter:
 
 def _record_problems(
     tx: Tx,
-    claim: Claim,
+    claim: Marking,
     page: int | None,
     rejected: Sequence[Problem],
     warnings: Sequence[Problem],
@@ -338,9 +364,26 @@ def commit_page(
     *,
     expect_unchanged: bool,
 ) -> PageCommit:
-    """Upsert the page's entities, mark them, record the checkpoint and counters."""
+    """Upsert the page's entities, mark them, record the checkpoint and counters.
+
+    An entity an event added, changed or removed after the page's read began
+    (``page.events_seen``) is left as the event made it: the page read the source before it.
+    """
     hold_lease(tx, claim, lease)
-    writes = writer.write(tx, claim, page.entities, expect_unchanged=expect_unchanged)
+    items = page.entities
+    if page.events_seen is not None and items:
+        overtaken = touched_since(tx, claim.provider, page.events_seen, [i.ref for i in items])
+        if overtaken:
+            items = [i for i in items if i.ref not in overtaken]
+    writes = writer.write(tx, claim, items, expect_unchanged=expect_unchanged)
+    changes.written(
+        tx,
+        claim.provider,
+        ChangeSource.PAGE,
+        added=writes.added,
+        changed=writes.changed,
+        cycle_id=claim.cycle_id,
+    )
     written, unchanged = writes.written, writes.unchanged
     if page.kept_locations:
         e = m.entities.c
@@ -386,6 +429,16 @@ def commit_page(
     return PageCommit(sequence, written, unchanged, len(rejected))
 
 
+def touched_since(tx: Tx, provider: str, seen: int, refs: list[str]) -> set[str]:
+    """Those of ``refs`` that an event applied after event ``seen`` added, changed or removed."""
+    t = m.event_touches.c
+    return set(
+        tx.conn.scalars(
+            select(t.ref).where(t.provider == provider, t.event_id > seen, t.ref.in_(refs))
+        )
+    )
+
+
 def commit_check(
     tx: Tx, writer: EntityWriter, claim: Claim, batch: CheckBatch, lease: timedelta
 ) -> CheckCommit:
@@ -396,6 +449,14 @@ def commit_check(
     hold_lease(tx, claim, lease)
     page = batch.present
     writes = writer.write(tx, claim, page.entities, expect_unchanged=True)
+    changes.written(
+        tx,
+        claim.provider,
+        ChangeSource.CHECK,
+        added=writes.added,
+        changed=writes.changed,
+        cycle_id=claim.cycle_id,
+    )
     kept_refs = [ref for ref in batch.candidates if ref not in batch.gone]
     e = m.entities.c
     kept = 0

@@ -40,6 +40,9 @@ class Page:
     warnings: list[Problem] = field(default_factory=list)
     # Locations the source could not read: what they held stays marked, not swept.
     kept_locations: list[str] = field(default_factory=list)
+    # The provider's last applied event when the page's read began (None: the provider takes
+    # no events): what a later event did to an entity is not undone by this page.
+    events_seen: int | None = None
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,22 @@ here opens:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from datetime import timedelta
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from ingestion.options import ProviderOptions
 from ingestion.provider import RemovalCandidate
-from ingestion.store import operator, pages, reads, schedule, sweep, transitions
+from ingestion.store import (
+    changes,
+    events,
+    operator,
+    pages,
+    reads,
+    schedule,
+    sweep,
+    transitions,
+)
 from ingestion.store.database import Database
 from ingestion.store.records import (
     CheckBatch,
@@ -321,3 +330,71 @@ class Store:
     def count_entities(self, provider: str | None = None) -> int:
         with self.db.read() as conn:
             return reads.count_entities(conn, provider)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def accept_event(
+        self, *, topic: str, payload: Any, headers: Mapping[str, str], delivery_id: str
+    ) -> events.Accepted:
+        """Store an event before it is acknowledged; a stored delivery id is not stored again."""
+        with self.db.write() as tx:
+            return events.accept(
+                self.db, tx, topic=topic, payload=payload, headers=headers, delivery_id=delivery_id
+            )
+
+    def pending_events(self, limit: int = 100) -> list[events.StoredEvent]:
+        with self.db.read() as conn:
+            return events.pending(conn, limit)
+
+    def oldest_pending_event(self) -> datetime | None:
+        with self.db.read() as conn:
+            return events.oldest_pending(conn)
+
+    def event(self, event_id: int) -> dict[str, Any] | None:
+        with self.db.read() as conn:
+            return events.get(conn, event_id)
+
+    def apply_event(
+        self,
+        event: events.StoredEvent,
+        deltas: Mapping[str, events.ProviderDelta],
+        results: Mapping[str, str],
+    ) -> events.Applied:
+        """Apply one event to the providers' entities, in one transaction."""
+        with self.db.write() as tx:
+            return events.apply(tx, self.entity_writer, event, deltas, results)
+
+    def last_event_id(self, provider: str) -> int:
+        with self.db.read() as conn:
+            return events.last_event_id(conn, provider)
+
+    def take_lock(self, name: str, owner: str, ttl: timedelta) -> bool:
+        """Take or renew the named lease; whether ``owner`` holds it now."""
+        with self.db.write() as tx:
+            return events.take_lock(self.db, tx, name, owner, ttl)
+
+    def release_lock(self, name: str, owner: str) -> None:
+        with self.db.write() as tx:
+            events.release_lock(tx, name, owner)
+
+    # -- the change feed ------------------------------------------------------------------
+
+    def changes(self, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Up to ``limit`` changes of the catalog with an id above ``after``, in id order."""
+        with self.db.read() as conn:
+            return changes.read(conn, after=after, limit=limit)
+
+    def last_change_id(self) -> int:
+        with self.db.read() as conn:
+            return changes.last_id(conn)
+
+    def prune_history(
+        self, *, changes_before: datetime | None, events_before: datetime | None, limit: int
+    ) -> tuple[int, int]:
+        """Delete up to ``limit`` changes and applied events older than the given times."""
+        with self.db.write() as tx:
+            pruned = (
+                changes.prune(tx, before=changes_before, limit=limit) if changes_before else 0,
+                events.prune(tx, before=events_before, limit=limit) if events_before else 0,
+            )
+        return pruned

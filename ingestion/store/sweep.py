@@ -20,7 +20,9 @@ from ingestion import state
 from ingestion.options import ProviderOptions
 from ingestion.provider import RemovalCandidate
 from ingestion.state import CycleStatus
+from ingestion.store import changes
 from ingestion.store import models as m
+from ingestion.store.changes import ChangeSource
 from ingestion.store.database import Tx
 from ingestion.store.records import Claim, SweepResult
 from ingestion.store.transitions import lock_provider
@@ -106,7 +108,12 @@ def sweep_unmarked(tx: Tx, claim: Claim, options: ProviderOptions) -> SweepResul
         scope = and_(mine, e.mark_cycle < threshold)
         if blocked_cycle is not None and confirmed:  # held ones stay until approved
             scope = and_(scope, e.mark_cycle >= blocked_cycle)
-    removed = tx.conn.execute(delete(m.entities).where(scope)).rowcount if scope is not None else 0
+    removed = 0
+    if scope is not None:
+        refs = list(tx.conn.scalars(delete(m.entities).where(scope).returning(e.ref)))
+        changes.removed(tx, claim.provider, ChangeSource.SWEEP, refs, cycle_id=cycle)
+        removed = len(refs)
+    _forget_touches(tx, claim.provider, cycle)
     blocked = eligible - removed if decision.blocked_reason else 0
     tx.conn.execute(
         update(m.providers)
@@ -125,6 +132,14 @@ def sweep_unmarked(tx: Tx, claim: Claim, options: ProviderOptions) -> SweepResul
     if decision.blocked_reason:
         log.warning("provider %s: sweep held back: %s", claim.provider, decision.blocked_reason)
     return SweepResult(removed, blocked, decision.blocked_reason)
+
+
+def _forget_touches(tx: Tx, provider: str, cycle: int) -> None:
+    """Every page of the next cycle is read after the events the completed one began with:
+    what those events did can no longer be undone by a page, and need not be remembered."""
+    t = m.event_touches.c
+    began = select(m.cycles.c.events_at_start).where(m.cycles.c.id == cycle).scalar_subquery()
+    tx.conn.execute(delete(m.event_touches).where(t.provider == provider, t.event_id <= began))
 
 
 def held_bound(conn: Connection, row: Any) -> int | None:
@@ -154,11 +169,13 @@ def approve_held(tx: Tx, name: str) -> int:
     removed = 0
     if bound is not None:
         e = m.entities.c
-        removed = int(
-            tx.conn.execute(
-                delete(m.entities).where(e.provider == name, e.mark_cycle < bound)
-            ).rowcount
+        refs = list(
+            tx.conn.scalars(
+                delete(m.entities).where(e.provider == name, e.mark_cycle < bound).returning(e.ref)
+            )
         )
+        changes.removed(tx, name, ChangeSource.OPERATOR, refs)
+        removed = len(refs)
     _clear_block(tx, name)
     log.warning("provider %s: an operator approved %d held-back removal(s)", name, removed)
     return removed

@@ -82,7 +82,14 @@ def open_cycle(tx: Tx, name: str) -> int:
     cycle_id = tx.conn.execute(
         insert(m.cycles)
         # The counters start at their column defaults (0).
-        .values(provider=name, status=CycleStatus.RUNNING.value, started_at=tx.now)
+        .values(
+            provider=name,
+            status=CycleStatus.RUNNING.value,
+            started_at=tx.now,
+            events_at_start=select(m.providers.c.last_event_id)
+            .where(m.providers.c.name == name)
+            .scalar_subquery(),
+        )
         .returning(m.cycles.c.id)
     ).scalar_one()
     assert isinstance(cycle_id, int)

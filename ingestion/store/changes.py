@@ -1,0 +1,170 @@
+"""The change feed: every change the engine makes to the catalog, in commit order.
+
+A writing transaction collects its changes on :attr:`Tx.changes
+<ingestion.store.database.Tx.changes>` (:func:`added`, :func:`changed`, :func:`removed`); the
+last thing it does before it commits is :func:`record` them. On Postgres, :func:`record` first
+takes a transaction lock that every writer of the feed takes, and holds it until the commit:
+ids are drawn from the sequence in commit order, so a consumer that has read every change up to
+an id never sees a change with a lower id commit afterwards. Only transactions that changed the
+catalog take it (an unchanged page does not). SQLite has one writer at a time already.
+
+Replaying the feed from its first row (``added`` and ``changed`` write the entity,
+``removed`` deletes the ref) rebuilds the catalog's content, as long as retention has removed
+nothing (``INGESTION_CHANGES_RETENTION``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, delete, func, insert, select, text
+
+from ingestion.store import models as m
+
+if TYPE_CHECKING:
+    from ingestion.entities import PreparedEntity
+    from ingestion.store.database import Database, Tx
+
+# pg_advisory_xact_lock's key for the feed's writers: "ingestion.changes" as a number.
+FEED_LOCK = 0x696E672E636867
+
+
+class ChangeKind(StrEnum):
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+
+
+class ChangeSource(StrEnum):
+    """What made a change."""
+
+    PAGE = "page"  # a page of a cycle
+    CHECK = "check"  # the checking phase: a fresh entity for a removal candidate
+    SWEEP = "sweep"  # the sweep at the end of a cycle
+    EVENT = "event"  # an event from the source
+    OPERATOR = "operator"  # an operator: approved held-back removals, deleted a provider
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The changes one transaction committed: ids ``first`` to ``last``, ``count`` of them."""
+
+    first: int
+    last: int
+    count: int
+    providers: tuple[str, ...]
+
+
+def _row(
+    tx: Tx,
+    kind: ChangeKind,
+    ref: str,
+    provider: str,
+    source: ChangeSource,
+    cycle_id: int | None,
+    event_id: int | None,
+    entity: str | None,
+) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "kind": kind.value,
+        "provider": provider,
+        "source": source.value,
+        "cycle_id": cycle_id,
+        "event_id": event_id,
+        "entity": entity,
+        "created_at": tx.now,
+    }
+
+
+def written(
+    tx: Tx,
+    provider: str,
+    source: ChangeSource,
+    *,
+    added: Sequence[PreparedEntity] = (),
+    changed: Sequence[PreparedEntity] = (),
+    cycle_id: int | None = None,
+    event_id: int | None = None,
+) -> None:
+    """Note entities ``added`` to the catalog and ``changed`` in it (with their new body)."""
+    for kind, items in ((ChangeKind.ADDED, added), (ChangeKind.CHANGED, changed)):
+        tx.changes.extend(
+            _row(tx, kind, i.ref, provider, source, cycle_id, event_id, i.canonical) for i in items
+        )
+
+
+def removed(
+    tx: Tx,
+    provider: str,
+    source: ChangeSource,
+    refs: Iterable[str],
+    *,
+    cycle_id: int | None = None,
+    event_id: int | None = None,
+) -> None:
+    """Note refs removed from the catalog."""
+    tx.changes.extend(
+        _row(tx, ChangeKind.REMOVED, ref, provider, source, cycle_id, event_id, None)
+        for ref in refs
+    )
+
+
+_PG_INSERT = text(
+    "WITH written AS ("
+    "INSERT INTO catalog_changes "
+    "(ref, kind, provider, source, cycle_id, event_id, entity, created_at) "
+    "SELECT c.ref, c.kind, c.provider, c.source, c.cycle_id, c.event_id, "
+    "CAST(c.entity AS jsonb), :now FROM unnest(CAST(:refs AS text[]), CAST(:kinds AS text[]), "
+    "CAST(:providers AS text[]), CAST(:sources AS text[]), CAST(:cycles AS bigint[]), "
+    "CAST(:events AS bigint[]), CAST(:entities AS text[])) WITH ORDINALITY "
+    "AS c (ref, kind, provider, source, cycle_id, event_id, entity, n) ORDER BY c.n "
+    "RETURNING id) SELECT min(id), max(id), count(*) FROM written"
+)
+
+
+def record(db: Database, tx: Tx) -> Batch:
+    """Write ``tx``'s changes to the feed, in the order they were noted; its last statement."""
+    rows = tx.changes
+    providers = tuple(sorted({r["provider"] for r in rows}))
+    if db.dialect == "postgresql":
+        tx.conn.execute(select(func.pg_advisory_xact_lock(FEED_LOCK)))
+        first, last, count = tx.conn.execute(
+            _PG_INSERT,
+            {
+                "now": tx.now,
+                "refs": [r["ref"] for r in rows],
+                "kinds": [r["kind"] for r in rows],
+                "providers": [r["provider"] for r in rows],
+                "sources": [r["source"] for r in rows],
+                "cycles": [r["cycle_id"] for r in rows],
+                "events": [r["event_id"] for r in rows],
+                "entities": [r["entity"] for r in rows],
+            },
+        ).one()
+        return Batch(int(first), int(last), int(count), providers)
+    ids = list(tx.conn.scalars(insert(m.changes).returning(m.changes.c.id), rows))
+    return Batch(min(ids), max(ids), len(ids), providers)
+
+
+def read(conn: Connection, *, after: int, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` changes with an id above ``after``, in id order."""
+    c = m.changes.c
+    stmt = select(m.changes).where(c.id > after).order_by(c.id).limit(limit)
+    return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
+def last_id(conn: Connection) -> int:
+    """The id of the latest change, 0 when the feed is empty."""
+    return int(conn.execute(select(func.coalesce(func.max(m.changes.c.id), 0))).scalar_one())
+
+
+def prune(tx: Tx, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest changes recorded before ``before``."""
+    c = m.changes.c
+    oldest = select(c.id).where(c.created_at < before).order_by(c.id).limit(limit)
+    return int(tx.conn.execute(delete(m.changes).where(c.id.in_(oldest))).rowcount)

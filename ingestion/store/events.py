@@ -1,0 +1,243 @@
+"""Events from sources: stored when accepted, applied in order, one transaction each.
+
+An event is stored (unique by delivery id) before it is acknowledged, then applied by whichever
+worker holds the applier's lease, in id order: each provider sees its events in the order they
+were accepted. Applying one event to a provider writes what its hook returned, marked in the
+provider's current cycle, removes the refs it named, and remembers both as *touches*: a page of
+that cycle whose read began before the event does not undo them (see
+:func:`ingestion.store.pages.commit_page`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, or_, select, update
+
+from ingestion.store import changes
+from ingestion.store import models as m
+from ingestion.store.changes import ChangeSource
+from ingestion.store.database import Database, Tx
+from ingestion.store.pages import EntityWriter, EventMarking, _record_problems
+from ingestion.store.records import Page
+
+
+class EventStatus(StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An event stored, or found stored already under its delivery id (``duplicate``)."""
+
+    id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    topic: str
+    delivery_id: str
+    payload: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class ProviderDelta:
+    """What one provider's hook made of an event, prepared for writing."""
+
+    page: Page  # entities added or changed (prepared), and those rejected
+    removed: Sequence[str] = ()
+
+
+@dataclass
+class Applied:
+    """What applying one event did, per provider."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    results: dict[str, str] = field(default_factory=dict)
+
+
+def accept(
+    db: Database,
+    tx: Tx,
+    *,
+    topic: str,
+    payload: Any,
+    headers: Mapping[str, str],
+    delivery_id: str,
+) -> Accepted:
+    """Store an event unless its delivery id is stored already."""
+    e = m.events.c
+    new = tx.conn.execute(
+        db.insert(m.events)
+        .values(
+            topic=topic,
+            delivery_id=delivery_id,
+            payload=payload,
+            headers=dict(headers),
+            status=EventStatus.PENDING.value,
+            received_at=tx.now,
+        )
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(e.id)
+    ).scalar()
+    if new is not None:
+        return Accepted(int(new), duplicate=False)
+    found = tx.conn.execute(select(e.id).where(e.delivery_id == delivery_id)).scalar_one()
+    return Accepted(int(found), duplicate=True)
+
+
+def pending(conn: Connection, limit: int) -> list[StoredEvent]:
+    """The oldest ``limit`` events not applied yet, in id order."""
+    e = m.events.c
+    rows = conn.execute(
+        select(e.id, e.topic, e.delivery_id, e.payload, e.headers)
+        .where(e.status == EventStatus.PENDING.value)
+        .order_by(e.id)
+        .limit(limit)
+    )
+    return [StoredEvent(r.id, r.topic, r.delivery_id, r.payload, dict(r.headers)) for r in rows]
+
+
+def oldest_pending(conn: Connection) -> datetime | None:
+    """When the oldest event still waiting was received; ``None`` when none waits."""
+    e = m.events.c
+    first = select(func.min(e.id)).where(e.status == EventStatus.PENDING.value).scalar_subquery()
+    return conn.execute(select(e.received_at).where(e.id == first)).scalar()
+
+
+def get(conn: Connection, event_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(m.events).where(m.events.c.id == event_id)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def last_event_id(conn: Connection, provider: str) -> int:
+    """The last event applied to ``provider``'s entities (0: none yet)."""
+    p = m.providers.c
+    found = conn.execute(select(p.last_event_id).where(p.name == provider)).scalar()
+    return int(found or 0)
+
+
+def apply(
+    tx: Tx,
+    writer: EntityWriter,
+    event: StoredEvent,
+    deltas: Mapping[str, ProviderDelta],
+    results: Mapping[str, str],
+) -> Applied:
+    """Apply one event: each provider's delta, its changes to the feed, the event applied."""
+    applied = Applied(results=dict(results))
+    for provider, delta in sorted(deltas.items()):
+        p = m.providers.c
+        # The provider's row lock orders this against the page commits of its burst.
+        cycle = tx.conn.execute(
+            select(p.cycle_id).where(p.name == provider).with_for_update()
+        ).first()
+        marking = EventMarking(provider, int(cycle.cycle_id or 0) if cycle is not None else 0)
+        writes = writer.write(tx, marking, delta.page.entities, expect_unchanged=False)
+        changes.written(
+            tx,
+            provider,
+            ChangeSource.EVENT,
+            added=writes.added,
+            changed=writes.changed,
+            event_id=event.id,
+        )
+        gone: list[str] = []
+        if delta.removed:
+            ent = m.entities.c
+            gone = list(
+                tx.conn.scalars(
+                    delete(m.entities)
+                    .where(ent.provider == provider, ent.ref.in_(list(delta.removed)))
+                    .returning(ent.ref)
+                )
+            )
+            changes.removed(tx, provider, ChangeSource.EVENT, gone, event_id=event.id)
+        _touch(tx, provider, event.id, [i.ref for i in delta.page.entities], delta.removed)
+        problems = [*delta.page.rejected, *writes.conflicts]
+        _record_problems(tx, marking, None, problems, delta.page.warnings)
+        if cycle is not None:
+            tx.conn.execute(
+                update(m.providers)
+                .where(p.name == provider)
+                .values(last_event_id=event.id, updated_at=tx.now)
+            )
+        applied.added += len(writes.added)
+        applied.changed += len(writes.changed)
+        applied.removed += len(gone)
+        unchanged = writes.unchanged
+        applied.results[provider] = (
+            f"added {len(writes.added)}, changed {len(writes.changed)}, unchanged {unchanged}, "
+            f"removed {len(gone)}" + (f", rejected {len(problems)}" if problems else "")
+        )
+    tx.conn.execute(
+        update(m.events)
+        .where(m.events.c.id == event.id)
+        .values(status=EventStatus.APPLIED.value, applied_at=tx.now, result=applied.results)
+    )
+    return applied
+
+
+def _touch(
+    tx: Tx, provider: str, event_id: int, written: Sequence[str], removed: Sequence[str]
+) -> None:
+    refs = sorted({*written, *removed})
+    if not refs:
+        return
+    t = m.event_touches.c
+    tx.conn.execute(delete(m.event_touches).where(t.provider == provider, t.ref.in_(refs)))
+    tx.conn.execute(
+        m.event_touches.insert(),
+        [{"provider": provider, "ref": ref, "event_id": event_id} for ref in refs],
+    )
+
+
+# -- the applier's lease ------------------------------------------------------------------
+
+
+def take_lock(db: Database, tx: Tx, name: str, owner: str, ttl: timedelta) -> bool:
+    """Take (or renew) the named lease for ``owner`` unless someone else holds it."""
+    lk = m.locks.c
+    tx.conn.execute(
+        db.insert(m.locks).values(name=name).on_conflict_do_nothing(index_elements=["name"])
+    )
+    taken = tx.conn.execute(
+        update(m.locks)
+        .where(
+            lk.name == name,
+            or_(lk.owner.is_(None), lk.owner == owner, lk.expires_at < tx.now),
+        )
+        .values(owner=owner, expires_at=tx.now + ttl)
+    ).rowcount
+    return bool(taken)
+
+
+def release_lock(tx: Tx, name: str, owner: str) -> None:
+    lk = m.locks.c
+    tx.conn.execute(
+        update(m.locks)
+        .where(lk.name == name, lk.owner == owner)
+        .values(owner=None, expires_at=None)
+    )
+
+
+def prune(tx: Tx, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest applied events received before ``before``."""
+    e = m.events.c
+    oldest = (
+        select(e.id)
+        .where(e.status == EventStatus.APPLIED.value, e.received_at < before)
+        .order_by(e.id)
+        .limit(limit)
+    )
+    return int(tx.conn.execute(delete(m.events).where(e.id.in_(oldest))).rowcount)
