@@ -150,6 +150,7 @@ ROUTES = [
     ("GET", "/incremental/providers/services/cycles/1"),
     ("GET", "/incremental/providers/services/bursts"),
     ("GET", "/entities"),
+    ("GET", "/changes"),
     ("GET", "/entities/component:default/service-0000001"),
     ("GET", "/metrics"),
 ]

@@ -1,0 +1,316 @@
+"""Events between cycles, applied in this process to real SQLite and Postgres.
+
+The hook is the synthetic provider's (``SyntheticProvider.on_event``); the source is a real
+HTTP server. Cycles run through the real engine here (``run_cycle``); how events and cycles
+agree with a real worker reading the source is in ``test_events_workers.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestion import (
+    Event,
+    EventDelta,
+    EventRejected,
+    IncrementalEntityProvider,
+    IncrementalIngestion,
+    Settings,
+)
+from ingestion.errors import ConfigurationError
+from ingestion.events import APPLIER_LOCK, check_topic, clean_headers
+from ingestion.settings import EMBEDDED_BROKER
+from providers.synthetic import (
+    SourceServer,
+    SyntheticSource,
+    service_ref,
+    synthetic_event,
+)
+from tests.support.feed import catalog_content, replay
+from tests.support.synthetic_app import build
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+FAST = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
+
+
+@pytest.fixture
+def small_source() -> Iterator[tuple[SyntheticSource, SourceServer]]:
+    source = SyntheticSource(count=30, per_page=10)
+    with SourceServer(source) as server:
+        yield source, server
+
+
+def make(database_url: str, tmp_path: Path, url: str, **settings: Any) -> IncrementalIngestion:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "broker_url": EMBEDDED_BROKER,
+        "broker_dir": tmp_path / "broker",
+        "page_timeout": 5.0,
+        **settings,
+    }
+    specs = [{"name": "services", "url": url, "per_page": 10, "options": FAST}]
+    ingestion = build(Settings(**values), specs)
+    ingestion.register_providers()
+    return ingestion
+
+
+@pytest.fixture
+def ingestion(
+    database_url: str, tmp_path: Path, small_source: tuple[SyntheticSource, SourceServer]
+) -> Iterator[IncrementalIngestion]:
+    made = make(database_url, tmp_path, small_source[1].url)
+    yield made
+    made.close()
+
+
+def cycle(ingestion: IncrementalIngestion) -> None:
+    reports = ingestion.run_cycle("services")
+    assert reports[-1].outcome == "done", reports[-1].reason
+
+
+def deliver(ingestion: IncrementalIngestion, url: str, delivery: str, **change: Any) -> int:
+    accepted = ingestion.accept_event(
+        "synthetic", synthetic_event(url, **change), delivery_id=delivery, announce=False
+    )
+    return accepted.id
+
+
+def version_of(ingestion: IncrementalIngestion, number: int) -> int:
+    found = ingestion.catalog.get(service_ref(number))
+    assert found is not None, service_ref(number)
+    return int(found.entity["spec"]["version"])
+
+
+def test_an_event_adds_changes_and_removes_at_once_and_the_feed_records_each(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    _, server = small_source
+    cycle(ingestion)
+    before = ingestion.store.last_change_id()
+    event_id = deliver(ingestion, server.url, "d-1", added=[100, 1], removed=[2], version=4)
+
+    # Stored, not applied yet: the catalog has not moved
+    assert ingestion.store.event(event_id)["status"] == "pending"
+    assert ingestion.catalog.get(service_ref(100)) is None
+
+    assert ingestion.apply_events("test/1") == 1
+    refs = set(ingestion.catalog.refs("services"))
+    assert service_ref(100) in refs and service_ref(2) not in refs
+    assert version_of(ingestion, 1) == 4
+    stored = ingestion.store.event(event_id)
+    assert stored["status"] == "applied"
+    assert stored["result"] == {"services": "added 1, changed 1, unchanged 0, removed 1"}
+    feed = [
+        (c["kind"], c["ref"], c["source"], c["event_id"])
+        for c in ingestion.store.changes(after=before)
+    ]
+    assert feed == [
+        ("added", service_ref(100), "event", event_id),
+        ("changed", service_ref(1), "event", event_id),
+        ("removed", service_ref(2), "event", event_id),
+    ]
+
+
+def test_a_redelivered_event_is_stored_and_applied_once(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    _, server = small_source
+    first = ingestion.accept_event(
+        "synthetic", synthetic_event(server.url, added=[7]), delivery_id="same", announce=False
+    )
+    again = ingestion.accept_event(
+        "synthetic", synthetic_event(server.url, added=[8]), delivery_id="same", announce=False
+    )
+    assert not first.duplicate and again.duplicate and again.id == first.id
+    assert ingestion.apply_events("test/1") == 1
+    assert ingestion.apply_events("test/1") == 0
+    assert set(ingestion.catalog.refs("services")) == {service_ref(7)}
+    assert [c["kind"] for c in ingestion.store.changes()] == ["added"]
+
+
+def test_events_apply_in_the_order_they_were_accepted(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    _, server = small_source
+    deliver(ingestion, server.url, "1", added=[5], version=1)
+    deliver(ingestion, server.url, "2", removed=[5])
+    deliver(ingestion, server.url, "3", added=[5], version=3)
+    deliver(ingestion, server.url, "4", added=[6], version=1)
+    deliver(ingestion, server.url, "5", added=[6], version=2)
+
+    assert ingestion.apply_events("test/1") == 5
+    assert version_of(ingestion, 5) == 3 and version_of(ingestion, 6) == 2
+    kinds = [(c["kind"], c["ref"]) for c in ingestion.store.changes()]
+    assert kinds == [
+        ("added", service_ref(5)),
+        ("removed", service_ref(5)),
+        ("added", service_ref(5)),
+        ("added", service_ref(6)),
+        ("changed", service_ref(6)),
+    ]
+
+
+def test_one_applier_at_a_time_and_a_lease_that_expires_is_taken_over(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    _, server = small_source
+    deliver(ingestion, server.url, "1", added=[5])
+    from datetime import timedelta
+
+    # Another worker holds the applier's lease: this one leaves the events to it
+    assert ingestion.store.take_lock(APPLIER_LOCK, "other/1", timedelta(seconds=60))
+    assert ingestion.apply_events("test/1") == 0
+    assert ingestion.store.event(1)["status"] == "pending"
+    # Its lease lapses (a worker that died): the next applier takes over
+    assert ingestion.store.take_lock(APPLIER_LOCK, "other/1", timedelta(seconds=-1))
+    assert ingestion.apply_events("test/1") == 1
+
+
+def test_an_event_added_during_a_cycle_is_marked_in_it_and_the_sweep_keeps_it(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    # Given a cycle reading page 2 of 3, held while an event adds a service the source's
+    # pages already read will not show
+    source, server = small_source
+    cycle(ingestion)
+    gate = threading.Event()
+    source.hold[2] = gate
+    asked = len(source.asked)
+    runner = threading.Thread(target=cycle, args=(ingestion,))
+    runner.start()
+    wait_until(lambda: 2 in source.asked[asked:], timeout=20, what="page 2 requested")
+    deliver(ingestion, server.url, "new", added=[500])
+    assert ingestion.apply_events("test/1") == 1
+    gate.set()
+    runner.join(timeout=30)
+    # Then the completed cycle's sweep kept it: marked in that cycle
+    assert service_ref(500) in set(ingestion.catalog.refs("services"))
+    # And the next cycle, reading a source without it, removes it: the source is the truth
+    cycle(ingestion)
+    assert set(ingestion.catalog.refs("services")) == source.refs()
+
+
+def test_a_page_read_before_an_event_does_not_undo_it_and_one_read_after_does(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    # Given the second cycle held while it reads page 2 (services 10-19)
+    source, server = small_source
+    cycle(ingestion)
+    gate = threading.Event()
+    source.hold[2] = gate
+    asked = len(source.asked)
+    runner = threading.Thread(target=cycle, args=(ingestion,))
+    runner.start()
+    wait_until(lambda: 2 in source.asked[asked:], timeout=20, what="page 2 requested")
+    # When events remove 12 (on the page being read) and 25 (on page 3, not read yet) and
+    # change 15 (on the page being read); the source itself still has them all, unchanged
+    deliver(ingestion, server.url, "rm", removed=[12, 25])
+    deliver(ingestion, server.url, "ch", added=[15], version=9)
+    assert ingestion.apply_events("test/1") == 2
+    refs = set(ingestion.catalog.refs("services"))
+    assert service_ref(12) not in refs and service_ref(25) not in refs  # removed at once
+    gate.set()
+    runner.join(timeout=30)
+    refs = set(ingestion.catalog.refs("services"))
+    # Then page 2, read before the events, neither brought 12 back nor undid the change
+    assert service_ref(12) not in refs
+    assert version_of(ingestion, 15) == 9
+    # And page 3, read after them, did bring 25 back
+    assert service_ref(25) in refs
+    # And the next cycle reads everything after the events: the source is the truth
+    cycle(ingestion)
+    assert set(ingestion.catalog.refs("services")) == source.refs()
+    assert version_of(ingestion, 15) == 0
+    assert replay(ingestion) == catalog_content(ingestion)
+
+
+class Picky(IncrementalEntityProvider[None, None]):
+    """Takes events of topic ``picky``: rejects those without ``name``, fails on ``boom``."""
+
+    def get_provider_name(self) -> str:
+        return "picky"
+
+    def around(self, burst: Any) -> None:
+        burst(None)
+
+    def next(self, context: None, cursor: None = None) -> Any:
+        raise NotImplementedError
+
+    def on_event(self, event: Event) -> EventDelta | None:
+        if event.topic != "picky":
+            return None
+        if event.payload.get("boom"):
+            raise RuntimeError("the hook broke")
+        if "name" not in event.payload:
+            raise EventRejected("a picky event needs 'name'")
+        return EventDelta(
+            added=[
+                # one valid entity and one that breaks the envelope
+                _deferred(event.payload["name"]),
+                _deferred("not a valid name!"),
+            ]
+        )
+
+
+def _deferred(name: str) -> Any:
+    from ingestion import DeferredEntity
+
+    return DeferredEntity(
+        {
+            "apiVersion": "backstage.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name},
+            "spec": {"type": "service", "owner": "me"},
+        }
+    )
+
+
+def test_a_rejected_or_failing_event_is_recorded_and_does_not_stop_the_next(
+    database_url: str, tmp_path: Path, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    ingestion = make(database_url, tmp_path, small_source[1].url)
+    ingestion.add_provider(Picky(), **FAST)
+    ingestion.register_providers()
+    rejected = ingestion.accept_event("picky", {}, announce=False)
+    failed = ingestion.accept_event("picky", {"boom": True}, announce=False)
+    fine = ingestion.accept_event("picky", {"name": "fine"}, announce=False)
+
+    assert ingestion.apply_events("test/1") == 3
+    assert ingestion.store.event(rejected.id)["result"] == {
+        "picky": "rejected: a picky event needs 'name'"
+    }
+    assert ingestion.store.event(failed.id)["result"] == {
+        "picky": "failed: RuntimeError: the hook broke"
+    }
+    assert ingestion.store.event(fine.id)["result"] == {
+        "picky": "added 1, changed 0, unchanged 0, removed 0, rejected 1"
+    }
+    assert list(ingestion.catalog.refs("picky")) == ["component:default/fine"]
+    [error] = ingestion.errors("picky")
+    assert error["kind"] == "entity" and "not a valid name!" in error["message"]
+    ingestion.close()
+
+
+def test_headers_keep_no_credentials_and_a_topic_is_checked() -> None:
+    kept = clean_headers(
+        {
+            "Authorization": "Bearer s3cret",
+            "X-Hub-Signature-256": "sha256=abc",
+            "X-GitHub-Event": "repository",
+            "Cookie": "session=1",
+            "X-Api-Key": "k",
+            "Content-Type": "application/json",
+        }
+    )
+    assert kept == {"x-github-event": "repository", "content-type": "application/json"}
+    assert check_topic("github") == "github"
+    for bad in ("", "has space", "../etc", "x" * 200):
+        with pytest.raises(ConfigurationError, match="event topic"):
+            check_topic(bad)
