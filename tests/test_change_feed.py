@@ -1,0 +1,273 @@
+"""The change feed: every change to the catalog, recorded with it, in commit order.
+
+Real SQLite and Postgres; cycles run through the real engine in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ingestion import DeferredEntity, EntityIteratorResult, IncrementalIngestion, Settings
+from ingestion.preparing import prepare_page
+from ingestion.settings import EMBEDDED_BROKER
+from ingestion.store import Store
+from ingestion.store.events import ProviderDelta, StoredEvent
+from providers.synthetic import (
+    SourceServer,
+    SyntheticSource,
+    service_entity,
+    service_ref,
+    synthetic_event,
+)
+from tests.support.brokers import purge
+from tests.support.feed import catalog_content, replay
+from tests.support.paths import REDIS_URL
+from tests.support.synthetic_app import build
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[SyntheticSource, SourceServer]]:
+    source = SyntheticSource(count=120, per_page=25)
+    with SourceServer(source) as server:
+        yield source, server
+
+
+def make(
+    database_url: str, tmp_path: Path, url: str, options: dict[str, Any] | None = None, **kw: Any
+) -> IncrementalIngestion:
+    settings = Settings(
+        database_url=database_url,
+        broker_url=kw.pop("broker_url", EMBEDDED_BROKER),
+        broker_dir=tmp_path / "broker",
+        page_timeout=5.0,
+        **kw,
+    )
+    specs = [{"name": "services", "url": url, "per_page": 25, "options": options or FAST}]
+    ingestion = build(settings, specs)
+    ingestion.register_providers()
+    return ingestion
+
+
+def cycle(ingestion: IncrementalIngestion) -> None:
+    reports = ingestion.run_cycle("services")
+    assert reports[-1].outcome == "done", reports[-1].reason
+
+
+def test_replaying_the_feed_from_the_start_rebuilds_the_catalog(
+    database_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
+) -> None:
+    source, server = served
+    # The sweep guard holds back a large removal until an operator approves it
+    options = {**FAST, "reject_removals_above_percentage": 20}
+    ingestion = make(database_url, tmp_path, server.url, options)
+    cycle(ingestion)
+    assert replay(ingestion) == catalog_content(ingestion)
+
+    # Changes, additions and removals between cycles
+    source.version = 1
+    source.drop(0.1)
+    source.grow(0.1)
+    cycle(ingestion)
+    # Events: an addition the next cycle sweeps, a change, a removal the next cycle restores
+    ingestion.accept_event(
+        "synthetic", synthetic_event(server.url, added=[900, 3], version=5), announce=False
+    )
+    ingestion.accept_event("synthetic", synthetic_event(server.url, removed=[4]), announce=False)
+    assert ingestion.apply_events("test/1") == 2
+    assert replay(ingestion) == catalog_content(ingestion)
+    cycle(ingestion)
+    # A removal above the guard: held, then approved by an operator
+    source.drop(0.5, salt=1)
+    cycle(ingestion)
+    assert ingestion.store.status("services").blocked_sweep is not None
+    assert ingestion.store.approve_held_removals("services") > 0
+    cycle(ingestion)
+
+    assert set(ingestion.catalog.refs("services")) == source.refs()
+    assert replay(ingestion) == catalog_content(ingestion)
+    sources = {c["source"] for c in ingestion.store.changes(limit=10_000)}
+    assert sources == {"page", "event", "sweep", "operator"}
+    ingestion.close()
+
+
+def test_a_page_that_does_not_commit_leaves_nothing_in_the_feed(
+    database_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
+) -> None:
+    ingestion = make(database_url, tmp_path, served[1].url)
+    store = ingestion.store
+    registered = ingestion.registered("services")
+    doorbell = store.start("services")
+    lease = timedelta(seconds=30)
+    claim = store.claim("services", doorbell.ticket, "test/1", lease, registered.options)
+
+    def page(*numbers: int) -> Any:
+        result = EntityIteratorResult(
+            done=False,
+            entities=[DeferredEntity(service_entity(n)) for n in numbers],
+            cursor={"page": 2},
+        )
+        return prepare_page("services", result, 1)
+
+    assert not isinstance(claim, str) and hasattr(claim, "cycle_id")
+    store.commit_page(claim, page(1, 2), 1, lease)  # type: ignore[arg-type]
+    # The same page committed twice (a duplicate message): the database refuses the second
+    # commit, and the new entity it carried is neither in the catalog nor in the feed
+    with pytest.raises(IntegrityError):
+        store.commit_page(claim, page(1, 3), 1, lease)  # type: ignore[arg-type]
+    assert set(ingestion.catalog.refs()) == {service_ref(1), service_ref(2)}
+    assert [(c["kind"], c["ref"]) for c in store.changes()] == [
+        ("added", service_ref(1)),
+        ("added", service_ref(2)),
+    ]
+    ingestion.close()
+
+
+def test_a_consumer_following_the_feed_misses_nothing_while_writers_race(
+    pg_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
+) -> None:
+    # Given four writers committing changes at once, and a reader that follows the feed by
+    # id all along, as a consumer does
+    ingestion = make(pg_url, tmp_path, served[1].url)
+    store = ingestion.store
+    names = [f"writer-{i}" for i in range(4)]
+    store.ensure_providers(names)
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def follow() -> None:
+        after = 0
+        while True:
+            done = stop.is_set()
+            rows = store.changes(after=after, limit=1000)
+            seen.extend(r["id"] for r in rows)
+            if rows:
+                after = rows[-1]["id"]
+            elif done:
+                return
+
+    def write(name: str) -> None:
+        for round_ in range(25):
+            numbers = range(round_ * 20, round_ * 20 + 20)
+            result = EntityIteratorResult(
+                done=False,
+                entities=[
+                    DeferredEntity({**service_entity(n), "metadata": {"name": f"{name}-{n}"}})
+                    for n in numbers
+                ],
+            )
+            delta = ProviderDelta(prepare_page(name, result, 0))
+            event = StoredEvent(0, "race", f"{name}-{round_}", {}, {})
+            store.apply_event(event, {name: delta}, {})
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(n,)) for n in names]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=60)
+    stop.set()
+    reader.join(timeout=30)
+
+    # Then the reader saw every change, each once, in id order
+    everything = [c["id"] for c in store.changes(limit=100_000)]
+    assert len(everything) == 4 * 25 * 20
+    assert seen == everything
+    ingestion.close()
+
+
+def test_changes_and_applied_events_past_their_retention_are_pruned(
+    database_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
+) -> None:
+    ingestion = make(database_url, tmp_path, served[1].url)
+    cycle(ingestion)
+    applied = ingestion.accept_event(
+        "synthetic", synthetic_event(served[1].url, added=[900]), announce=False
+    )
+    ingestion.apply_events("test/1")
+    waiting = ingestion.accept_event(
+        "synthetic", synthetic_event(served[1].url, added=[901]), announce=False
+    )
+    count = len(ingestion.store.changes(limit=10_000))
+    assert count == 121
+
+    # Nothing is older than a week: a reconciler tick prunes nothing
+    ingestion.reconcile()
+    assert len(ingestion.store.changes(limit=10_000)) == count
+    # A moment from now, everything is past retention: all changes go, and the applied event,
+    # but never an event still waiting to be applied
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert ingestion.store.prune_history(changes_before=later, events_before=later, limit=100) == (
+        100,
+        1,
+    )
+    assert ingestion.store.prune_history(changes_before=later, events_before=later, limit=100) == (
+        21,
+        0,
+    )
+    assert ingestion.store.changes() == []
+    assert ingestion.store.event(applied.id) is None
+    assert ingestion.store.event(waiting.id)["status"] == "pending"
+    ingestion.close()
+
+
+def test_zero_retention_keeps_everything(tmp_path: Path) -> None:
+    settings = Settings(database_url="sqlite://", changes_retention="0", events_retention=0)
+    assert settings.changes_retention is None and settings.events_retention is None
+    assert Settings(database_url="sqlite://").changes_retention == timedelta(days=7)
+
+
+def test_each_committed_batch_sends_the_push_task_with_its_ids(
+    pg_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
+) -> None:
+    queue = f"changes-{tmp_path.name}"[:60]
+    redis_url = f"{REDIS_URL}/13"
+    ingestion = make(
+        pg_url,
+        tmp_path,
+        served[1].url,
+        broker_url=redis_url,
+        changes_task="consumer.catalog_changed",
+        changes_task_queue=queue,
+    )
+    try:
+        cycle(ingestion)  # 120 entities in pages of 25: five batches
+        batches = []
+        with Connection(redis_url) as conn:
+            simple = conn.SimpleQueue(queue)
+            for _ in range(5):
+                message = simple.get(timeout=10)
+                assert message.headers["task"] == "consumer.catalog_changed"
+                _, kwargs, _ = message.decode()
+                batches.append(kwargs)
+                message.ack()
+            simple.close()
+        ids = [c["id"] for c in ingestion.store.changes(limit=1000)]
+        assert [(b["first"], b["last"], b["count"]) for b in batches] == [
+            (ids[i], ids[min(i + 24, len(ids) - 1)], min(25, len(ids) - i))
+            for i in range(0, len(ids), 25)
+        ]
+        assert all(b["providers"] == ["services"] for b in batches)
+    finally:
+        purge(redis_url, queue)
+        ingestion.close()
+
+
+def test_a_store_without_changes_writes_no_feed_row(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.migrate()
+    store.ensure_providers(["a"])
+    assert store.changes() == [] and store.last_change_id() == 0
+    store.dispose()
