@@ -127,6 +127,7 @@ class GitHubConfig(_ProviderConfig):
     lifecycle: str = "production"
     namespace: str | None = None
     timeout: Duration = timedelta(seconds=30)
+    event_topic: str = Field("github", min_length=1)
 
     def make_provider(self, base: Path) -> GitHubProvider:
         return GitHubProvider(
@@ -142,6 +143,7 @@ class GitHubConfig(_ProviderConfig):
             lifecycle=self.lifecycle,
             namespace=self.namespace,
             timeout=self.timeout.total_seconds(),
+            event_topic=self.event_topic,
         )
 
 
