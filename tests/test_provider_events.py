@@ -16,13 +16,14 @@ from typing import Any, TypeVar
 import pytest
 
 from ingestion.entities import entity_ref
-from ingestion.errors import EventRejected
+from ingestion.errors import EventRejected, ProviderConfigError
 from ingestion.provider import DeferredEntity, Event, EventDelta, handles_events
 from ingestion.settings import Settings
 from providers._names import entity_name
 from providers.config import ConfigError, ingestion_from_config
 from providers.github import GitHubProvider, GitHubSession
-from tests.support.fake_apis import GitHubApi, make_repo
+from providers.http import EntityTemplate, EventRule, HttpProvider, HttpSession
+from tests.support.fake_apis import GitHubApi, ItemsApi, make_item, make_repo
 
 T = TypeVar("T")
 TOKEN = "ghp_madeUpEventsToken0123456789abcdefAB"
@@ -465,3 +466,357 @@ def test_an_empty_event_topic_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"provider 'repos' \(providers\[0\]\), key event_topic"):
         ingestion_from_config(path, settings=Settings())
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+TEMPLATE: dict[str, Any] = {
+    "metadata": {
+        "name": "{slug}",
+        "description": "{summary}",
+        "annotations": {"example.com/id": "{id}", "example.com/public": "{public}"},
+        "tags": "{tags}",
+    },
+    "spec": {"type": "service", "owner": "group:{team.name}", "lifecycle": "production"},
+}
+UPSERT = EventRule("inventory", match={"type": ["item.created", "item.updated"]}, added="item")
+DELETE = EventRule("inventory", match={"type": "item.deleted"}, removed="item")
+
+
+def http(url: str = "http://127.0.0.1:9", **kwargs: Any) -> HttpProvider:
+    kwargs.setdefault("entity", EntityTemplate(TEMPLATE))
+    kwargs.setdefault("events", [UPSERT, DELETE])
+    return HttpProvider("services", url + "/link", items="data.items", **kwargs)
+
+
+def http_cycle(provider: HttpProvider) -> dict[str, DeferredEntity]:
+    """A whole cycle read through ``next()``, by entity name."""
+
+    def read(context: HttpSession) -> dict[str, DeferredEntity]:
+        found: dict[str, DeferredEntity] = {}
+        cursor = None
+        for _ in range(100):
+            page = provider.next(context, cursor)
+            found.update({d.entity["metadata"]["name"]: d for d in page.entities})
+            if page.done:
+                return found
+            cursor = page.cursor
+        raise AssertionError("the cycle did not end")
+
+    out: list[dict[str, DeferredEntity]] = []
+    provider.around(lambda context: out.append(read(context)))
+    return out[0]
+
+
+def inventory(payload: Any, topic: str = "inventory", **headers: str) -> Event:
+    return Event(topic, payload, headers, "d-1")
+
+
+@pytest.mark.parametrize("item_url", [False, True], ids=["list location", "item location"])
+def test_an_items_event_entity_is_the_entity_a_cycle_reads_of_it(item_url: bool) -> None:
+    # Given a source of 45 items read by a whole cycle, 20 a page
+    with ItemsApi(count=45, per_page=20) as api:
+        extra = {"item_url": api.url + "/items/{id}"} if item_url else {}
+        provider = http(api.url, **extra)
+        read = http_cycle(provider)
+        items = copy.deepcopy(api.items)
+
+    assert len(read) == 45
+    for item in items:
+        # When the source says each was updated
+        delta = provider.on_event(inventory({"type": "item.updated", "item": item}))
+
+        # Then the event's entity and location key are the cycle's
+        assert parts(delta) == ([read[item["slug"]]], [])
+
+
+def test_a_list_of_items_becomes_entities_and_removed_items_need_only_their_ref_fields() -> None:
+    rule = EventRule("inventory", added="changes.upserted", removed="changes.deleted")
+    with ItemsApi(count=6) as api:
+        provider = http(api.url, events=rule)
+        read = http_cycle(provider)
+        items = copy.deepcopy(api.items)
+
+    payload = {
+        "changes": {
+            "upserted": [items[1], items[4]],
+            "deleted": [{"slug": "svc-0002"}, {"id": 3, "slug": "svc-0003"}],
+        }
+    }
+    delta = provider.on_event(inventory(payload))
+    assert parts(delta) == (
+        [read["svc-0001"], read["svc-0004"]],
+        ["component:default/svc-0002", "component:default/svc-0003"],
+    )
+
+    # Null or an empty list is no item
+    empty = provider.on_event(inventory({"changes": {"upserted": [], "deleted": None}}))
+    assert parts(empty) == ([], [])
+
+
+def test_removed_values_may_be_bare_values_of_one_item_field() -> None:
+    rule = EventRule("inventory", removed="deleted", removed_field="slug")
+    provider = http(events=[rule])
+    delta = provider.on_event(inventory({"deleted": ["svc-0007", "svc-0008", {"slug": "x-1"}]}))
+    assert parts(delta) == (
+        [],
+        ["component:default/svc-0007", "component:default/svc-0008", "component:default/x-1"],
+    )
+
+    # A nested field, with a template that makes names valid
+    template = EntityTemplate({"metadata": {"name": "{ref.name}"}}, make_names_valid=True)
+    rule = EventRule("inventory", removed="gone", removed_field="ref.name")
+    nested = http(entity=template, events=rule).on_event(inventory({"gone": ".Odd Name"}))
+    assert parts(nested) == ([], [f"component:default/{entity_name('.Odd Name')}".lower()])
+
+
+def test_the_first_rule_that_matches_decides_and_a_rename_keeps_its_new_ref() -> None:
+    rename = EventRule(
+        "inventory", match={"type": "item.renamed"}, added="item", removed="previous"
+    )
+    provider = http(events=[UPSERT, DELETE, rename])
+    item = make_item(4)
+
+    deleted = provider.on_event(inventory({"type": "item.deleted", "item": {"slug": "svc-0004"}}))
+    assert parts(deleted) == ([], ["component:default/svc-0004"])
+
+    moved = provider.on_event(
+        inventory({"type": "item.renamed", "item": item, "previous": {"slug": "old-name"}})
+    )
+    assert moved is not None
+    assert [d.entity["metadata"]["name"] for d in moved.added] == ["svc-0004"]
+    assert list(moved.removed) == ["component:default/old-name"]
+
+    # A "rename" to the same ref removes nothing
+    same = provider.on_event(
+        inventory({"type": "item.renamed", "item": item, "previous": {"slug": "SVC-0004"}})
+    )
+    assert same is not None and list(same.removed) == []
+
+
+def test_events_of_another_topic_or_that_match_no_rule_are_not_ours() -> None:
+    provider = http()
+    item = make_item(1)
+    assert provider.on_event(inventory({"type": "item.updated", "item": item}, "other")) is None
+    assert provider.on_event(inventory({"type": "item.viewed", "item": item})) is None
+    assert provider.on_event(inventory({"item": item})) is None
+    assert provider.on_event(inventory(["item.updated"])) is None
+    assert http(events=None).on_event(inventory({"type": "item.updated", "item": item})) is None
+
+
+def test_matches_compare_values_strictly_and_headers_by_lower_case_name() -> None:
+    rule = EventRule(
+        "inventory",
+        match={"meta.version": 1, "meta.live": True},
+        headers={"X-Event-Type": ["upsert", "create"]},
+        added="item",
+    )
+    provider = http(events=rule)
+    item = make_item(2)
+    payload = {"meta": {"version": 1, "live": True}, "item": item}
+    assert provider.on_event(inventory(payload, **{"x-event-type": "create"})) is not None
+    assert provider.on_event(inventory(payload, **{"x-event-type": "delete"})) is None
+    assert provider.on_event(inventory(payload)) is None
+    loose = {"meta": {"version": True, "live": 1}, "item": item}  # true is not 1
+    assert provider.on_event(inventory(loose, **{"x-event-type": "create"})) is None
+
+
+def test_a_rule_without_added_or_removed_claims_the_event_and_changes_nothing() -> None:
+    provider = http(events=[EventRule("inventory", match={"type": "item.viewed"})])
+    assert parts(provider.on_event(inventory({"type": "item.viewed"}))) == ([], [])
+
+
+NAMESPACED = EntityTemplate({"metadata": {"name": "{slug}", "namespace": "{team.name}"}})
+
+
+@pytest.mark.parametrize(
+    ("events", "payload", "says"),
+    [
+        (
+            UPSERT,
+            {"type": "item.updated"},
+            "events[0] (topic 'inventory'): added: the payload has no item",
+        ),
+        (
+            UPSERT,
+            {"type": "item.updated", "item": {"id": 5, "summary": "no slug"}},
+            "added: the payload has no item.slug (for metadata.name)",
+        ),
+        (
+            EventRule("inventory", added="items"),
+            {"items": [make_item(1), {"id": 2, "slug": None}]},
+            "added: the payload has no items.1.slug",
+        ),
+        (UPSERT, {"type": "item.created", "item": "svc-0001"}, "added: item must be a JSON object"),
+        (
+            [UPSERT, DELETE],
+            {"type": "item.deleted", "item": {"id": 5}},
+            "events[1] (topic 'inventory'): removed: the payload has no item.slug (for the ref)",
+        ),
+        (
+            DELETE,
+            {"type": "item.deleted", "item": 5},
+            "removed: item must be a JSON object, got int 5 (or set removed_field",
+        ),
+        (
+            EventRule("inventory", removed="gone", removed_field="slug"),
+            {"gone": ["a", None]},
+            "removed: gone.1 holds null, not a slug",
+        ),
+        (DELETE, {"type": "item.deleted"}, "removed: the payload has no item"),
+    ],
+)
+def test_an_items_event_without_what_it_needs_is_rejected_naming_the_path(
+    events: Any, payload: Any, says: str
+) -> None:
+    with pytest.raises(EventRejected) as raised:
+        http(events=events).on_event(inventory(payload))
+    assert says in str(raised.value)
+
+
+def test_a_removal_needs_every_field_of_the_ref_the_namespace_too() -> None:
+    # The namespace comes from the item: without it the ref would be another entity's
+    provider = http(entity=NAMESPACED, events=DELETE)
+    with pytest.raises(EventRejected, match=r"the payload has no item\.team\.name"):
+        provider.on_event(inventory({"type": "item.deleted", "item": {"slug": "svc-0001"}}))
+    delta = provider.on_event(
+        inventory({"type": "item.deleted", "item": {"slug": "svc-0001", "team": {"name": "ops"}}})
+    )
+    assert parts(delta) == ([], ["component:ops/svc-0001"])
+
+
+@pytest.mark.parametrize(
+    ("rule", "says"),
+    [
+        (EventRule(""), "events[0]: topic must not be empty"),
+        (EventRule("t", added="x", removed_field="id"), "removed_field needs removed"),
+        (
+            EventRule("t", removed="gone", removed_field="id"),
+            "removed_field 'id' cannot make a ref alone: the template's kind, metadata.namespace "
+            "and metadata.name also use slug",
+        ),
+        (EventRule("t", match={"": 1}), "match: a path must not be empty"),
+    ],
+)
+def test_unusable_rules_are_refused_naming_the_provider(rule: EventRule, says: str) -> None:
+    with pytest.raises(ProviderConfigError) as raised:
+        http(events=rule)
+    assert str(raised.value).startswith("provider 'services': ")
+    assert says in str(raised.value)
+
+
+def test_the_events_of_an_http_provider_are_settings_of_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        providers:
+          - name: services
+            type: http
+            url: http://127.0.0.1:9/services
+            item_url: "http://127.0.0.1:9/services/{id}"
+            entity: {metadata: {name: "{slug}"}}
+            events:
+              - topic: inventory
+                match: {type: [item.created, item.updated]}
+                headers: {X-Source: inventory}
+                added: item
+              - topic: inventory
+                match: {type: item.deleted}
+                removed: deleted_slugs
+                removed_field: slug
+          - name: one-rule
+            type: http
+            url: http://127.0.0.1:9/teams
+            entity: {metadata: {name: "{id}"}, kind: Group}
+            events: {topic: teams, added: ""}
+        """,
+    )
+    built = ingestion_from_config(path, settings=Settings())
+    services = built.registered("services").provider
+    assert isinstance(services, HttpProvider)
+    assert services.events == (
+        EventRule(
+            "inventory",
+            match={"type": ["item.created", "item.updated"]},
+            headers={"X-Source": "inventory"},
+            added="item",
+        ),
+        EventRule(
+            "inventory",
+            match={"type": "item.deleted"},
+            removed="deleted_slugs",
+            removed_field="slug",
+        ),
+    )
+    upsert = {"type": "item.created", "item": {"id": 3, "slug": "svc-3"}}
+    delta = services.on_event(inventory(upsert, **{"x-source": "inventory"}))
+    assert delta is not None
+    assert [(d.entity["metadata"]["name"], d.location_key) for d in delta.added] == [
+        ("svc-3", "url:http://127.0.0.1:9/services/3")
+    ]
+    delete = {"type": "item.deleted", "deleted_slugs": ["svc-3"]}
+    assert parts(services.on_event(inventory(delete))) == ([], ["component:default/svc-3"])
+
+    one_rule = built.registered("one-rule").provider
+    assert isinstance(one_rule, HttpProvider)
+    assert one_rule.events == (EventRule("teams", added=""),)
+    team = one_rule.on_event(Event("teams", {"id": "platform"}))
+    assert team is not None
+    assert [d.entity["kind"] for d in team.added] == ["Group"]
+
+
+HTTP = """\
+providers:
+  - name: services
+    type: http
+    url: http://127.0.0.1:9/services
+    entity: {metadata: {name: "{slug}"}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "    events: {topic: inventory, add: item}\n",
+            "provider 'services' (providers[0]), key events.add: is not a setting of an event "
+            "rule; expected one of topic, match, headers, added, removed, removed_field",
+        ),
+        (
+            "    events: [{topic: inventory, added: item}, {topic: inventory, remove: x}]\n",
+            "provider 'services' (providers[0]), key events[1].remove: is not a setting of an "
+            "event rule",
+        ),
+        (
+            "    events: {added: item}\n",
+            "provider 'services' (providers[0]), key events.topic: is required",
+        ),
+        (
+            "    events: inventory\n",
+            "provider 'services' (providers[0]), key events: must be an event rule",
+        ),
+        (
+            "    events: {topic: inventory, match: [type]}\n",
+            "provider 'services' (providers[0]), key events.match: Input should be a valid "
+            "dictionary",
+        ),
+        (
+            "    events: {topic: inventory, added: item, removed_field: id}\n",
+            "provider 'services' (providers[0]): events[0]: removed_field needs removed",
+        ),
+        (
+            "    evnets: {topic: inventory}\n",
+            "provider 'services' (providers[0]), key evnets: is not a setting of type 'http'; "
+            "expected one of api_version, auth, backoff, burst_interval, burst_length, entity, "
+            "events,",
+        ),
+    ],
+)
+def test_a_bad_events_setting_fails_naming_the_provider_and_the_key(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = write(tmp_path, HTTP + text)
+    with pytest.raises(ConfigError) as raised:
+        ingestion_from_config(path, settings=Settings())
+    assert str(raised.value).startswith(f"{path}: ")
+    assert says in str(raised.value)
