@@ -9,6 +9,13 @@
         token_env: GITHUB_TOKEN
         rest_length: 1h         # engine options, with durations like 500ms, 3s, 10m, 1d
         backoff: [1m, 5m, 30m]
+      - name: inventory
+        type: http
+        url: https://inventory.example/api/services
+        entity: {metadata: {name: "{slug}"}}
+        events:                 # one rule, or a list of them (providers.http.EventRule)
+          - {topic: inventory, match: {type: [created, updated]}, added: service}
+          - {topic: inventory, match: {type: deleted}, removed: service}
 
 ``celery -A providers.app worker`` loads the file named by ``INGESTION_CONFIG`` (see
 :mod:`providers.app`). An invalid file fails at start with a message naming the file, the
@@ -17,6 +24,7 @@ provider and the key. The engine options of an entry are :class:`ingestion.Provi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -25,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from ingestion import IncrementalIngestion, Settings
@@ -36,6 +44,7 @@ from providers.files import FilesProvider, yaml_problem
 from providers.github import GitHubProvider
 from providers.http import (
     EntityTemplate,
+    EventRule,
     HttpProvider,
     LinkHeader,
     NextCursor,
@@ -88,6 +97,20 @@ class HttpConfig(_ProviderConfig):
     kind: str = "Component"
     namespace: str | None = None
     make_names_valid: bool = False
+    events: list[EventRule] = []
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _one_rule_or_a_list(cls, value: Any) -> Any:
+        """``events:`` may be one rule (a mapping) or a list of rules."""
+        if isinstance(value, Mapping):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError(
+                "must be an event rule (a mapping with topic and added or removed) or a list "
+                f"of them, got {value!r}"
+            )
+        return value
 
     def make_provider(self, base: Path) -> HttpProvider:
         template = EntityTemplate(
@@ -109,6 +132,7 @@ class HttpConfig(_ProviderConfig):
             timeout=self.timeout.total_seconds(),
             item_url=self.item_url,
             item_path=self.item_path,
+            events=self.events,
         )
 
 
@@ -127,6 +151,7 @@ class GitHubConfig(_ProviderConfig):
     lifecycle: str = "production"
     namespace: str | None = None
     timeout: Duration = timedelta(seconds=30)
+    event_topic: str = Field("github", min_length=1)
 
     def make_provider(self, base: Path) -> GitHubProvider:
         return GitHubProvider(
@@ -142,6 +167,7 @@ class GitHubConfig(_ProviderConfig):
             lifecycle=self.lifecycle,
             namespace=self.namespace,
             timeout=self.timeout.total_seconds(),
+            event_topic=self.event_topic,
         )
 
 
@@ -298,6 +324,9 @@ def _why(error: ErrorDetails, keys: list[str], kind: str | None) -> str:
         if model is not None:
             known = ", ".join(sorted(set(model.model_fields) - {"type"}))
             return f"is not a setting of type {kind!r}; expected one of {known}"
+        if kind == "http" and len(keys) == 2 and keys[0].startswith("events"):
+            known = ", ".join(f.name for f in dataclasses.fields(EventRule))
+            return f"is not a setting of an event rule; expected one of {known}"
         return "is not a known key"
     if error["type"] == "union_tag_invalid":
         tag, expected = context.get("tag"), context.get("expected_tags")

@@ -12,6 +12,11 @@ transfer, followed to where the repository is now (present under its new name if
 the organisation, gone from it otherwise); a 200 is present. Nothing GitHub still lists in the
 organisation is removed.
 
+Between cycles, :meth:`GitHubProvider.on_event` maps GitHub's ``repository`` webhooks (delivered
+with the topic ``github``) to the same entities a cycle makes, so the catalog follows a
+repository created, edited, archived, renamed, transferred or deleted without waiting for the
+next cycle.
+
 A rate limit (403 or 429 with ``Retry-After``, ``X-RateLimit-Remaining: 0`` and
 ``X-RateLimit-Reset``, or GraphQL's ``RATE_LIMITED``) stops the burst and the provider waits
 until the limit resets, without spending a backoff step; in the checking phase as well, where
@@ -34,10 +39,12 @@ from typing import Any
 import httpx
 
 from ingestion.entities import entity_ref, valid_namespace
-from ingestion.errors import ProviderConfigError, RetryAfter, SourceRefused
+from ingestion.errors import EventRejected, ProviderConfigError, RetryAfter, SourceRefused
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
+    Event,
+    EventDelta,
     IncrementalEntityProvider,
     Rejection,
     RemovalCandidate,
@@ -192,6 +199,7 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         lifecycle: str = "production",
         namespace: str | None = None,
         timeout: float = 30.0,
+        event_topic: str = "github",
     ) -> None:
         if not 1 <= per_page <= 100:
             raise ProviderConfigError(f"provider {name!r}: per_page must be 1 to 100")
@@ -212,6 +220,7 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         self.lifecycle = lifecycle
         self.namespace = namespace
         self.timeout = timeout
+        self.event_topic = event_topic
 
     def get_provider_name(self) -> str:
         return self.name
@@ -347,6 +356,81 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
             namespace=self.namespace,
         )
         return DeferredEntity(entity, f"url:{repo.get('html_url', '')}")
+
+    def _ref(self, name: str) -> str:
+        """The ref of the repository called ``name`` (its entity's name may differ)."""
+        return entity_ref("Component", self.namespace, entity_name(name))
+
+    # -- events ---------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> EventDelta | None:
+        """A ``repository`` webhook of this organisation as a delta; ``None`` for any other
+        topic, any other kind of webhook, and repositories of other owners.
+
+        ``created``, ``edited``, ``archived``, ``unarchived``, ``publicized`` and
+        ``privatized`` add the repository's entity (or remove it: an archived repository when
+        archived ones are left out); ``deleted`` removes it; ``renamed`` removes the old name's
+        ref and adds the new entity; ``transferred`` adds a repository moved into the
+        organisation and removes one moved out of it. Any other action changes nothing (an
+        empty delta). The entity is the one a cycle makes of the repository, built by the same
+        code from the webhook's REST-shaped ``repository``. A payload without a field the
+        delta needs raises :class:`~ingestion.errors.EventRejected` naming the field.
+        """
+        if event.topic != self.event_topic:
+            return None
+        kind = event.headers.get("x-github-event", "").strip().lower()
+        if kind != "repository":
+            return None
+        payload = event.payload
+        if not isinstance(payload, Mapping):
+            raise EventRejected(
+                f"repository event: the payload must be a JSON object, got {_kind(payload)}"
+            )
+        action = _required(payload, "action", str)
+        repo = _required(payload, "repository", Mapping)
+        ours = _owner(payload, repo).lower() == self.organization.lower()
+        if action == "transferred":
+            return self._transferred(payload, ours)
+        if not ours:
+            return None
+        if action == "deleted":
+            return EventDelta(removed=[self._ref(_required(payload, "repository.name", str))])
+        if action == "renamed":
+            old = self._ref(_required(payload, "changes.repository.name.from", str))
+            delta = self._upsert(payload)
+            removed = [old, *delta.removed]
+            added_refs = {_entity_ref(d.entity) for d in delta.added}
+            return EventDelta(
+                added=delta.added,
+                removed=[r for r in dict.fromkeys(removed) if r not in added_refs],
+            )
+        if action in UPSERT_ACTIONS:
+            return self._upsert(payload)
+        return EventDelta()
+
+    def _upsert(self, payload: Mapping[str, Any]) -> EventDelta:
+        """The repository's entity, or its removal when archived ones are left out."""
+        repo = _event_repository(payload)
+        if repo["archived"] and not self.include_archived:
+            return EventDelta(removed=[self._ref(repo["name"])])
+        return EventDelta(added=[self._deferred(repo)])
+
+    def _transferred(self, payload: Mapping[str, Any], ours: bool) -> EventDelta | None:
+        if ours:
+            return self._upsert(payload)
+        came_from = _required(payload, "changes.owner.from", Mapping)
+        before = came_from.get("organization") or came_from.get("user")
+        login = before.get("login") if isinstance(before, Mapping) else None
+        if not isinstance(login, str):
+            raise EventRejected(
+                "repository event (transferred): the payload has no "
+                "changes.owner.from.organization.login nor changes.owner.from.user.login"
+            )
+        if login.lower() != self.organization.lower():
+            return None
+        # Moved out under its name in the payload; a transfer that also renamed it leaves the
+        # old ref to the next cycle's removal checks.
+        return EventDelta(removed=[self._ref(_required(payload, "repository.name", str))])
 
     # -- removal checks -------------------------------------------------------------------
 
@@ -549,6 +633,34 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
 
 default_graphql_url = graphql_url
 
+#: ``repository`` webhook actions that leave the repository in place, changed.
+UPSERT_ACTIONS = frozenset(
+    {"created", "edited", "archived", "unarchived", "publicized", "privatized"}
+)
+
+
+def _shape(
+    *,
+    id: Any,
+    name: str,
+    full_name: str,
+    description: Any,
+    html_url: Any,
+    archived: bool,
+    topics: Sequence[str],
+) -> dict[str, Any]:
+    """A repository in the one shape :func:`repository_entity` reads, whichever API it came
+    from: GraphQL's pages and REST's webhooks give the same entity for the same repository."""
+    return {
+        "id": id,
+        "name": name,
+        "full_name": full_name,
+        "description": description,
+        "html_url": html_url,
+        "archived": archived,
+        "topics": list(topics[:MAX_TOPICS]),  # what the GraphQL query reads
+    }
+
 
 def _repository(node: Any) -> dict[str, Any] | None:
     """A GraphQL repository node in the shape of the REST API's repository, or ``None``."""
@@ -564,15 +676,102 @@ def _repository(node: Any) -> dict[str, Any] | None:
             topic = item.get("topic") if isinstance(item, Mapping) else None
             if isinstance(topic, Mapping) and isinstance(topic.get("name"), str):
                 topics.append(topic["name"])
-    return {
-        "id": node.get("databaseId"),
-        "name": name,
-        "full_name": full_name,
-        "description": node.get("description"),
-        "html_url": node.get("url"),
-        "archived": bool(node.get("isArchived")),
-        "topics": topics,
-    }
+    return _shape(
+        id=node.get("databaseId"),
+        name=name,
+        full_name=full_name,
+        description=node.get("description"),
+        html_url=node.get("url"),
+        archived=bool(node.get("isArchived")),
+        topics=topics,
+    )
+
+
+def _event_repository(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A webhook's ``repository`` (REST's shape) in the shape of :func:`_shape`.
+
+    Every field the entity reads must be there (``description`` may be null): an entity
+    made without one would differ from the next cycle's, and the catalog would flap.
+    """
+    topics = _required(payload, "repository.topics", list)
+    if not all(isinstance(topic, str) for topic in topics):
+        raise EventRejected(
+            f"{_where(payload)}: repository.topics must be a list of strings, got {topics!r}"
+        )
+    if "description" not in payload["repository"]:
+        raise EventRejected(f"{_where(payload)}: the payload has no repository.description")
+    description = payload["repository"]["description"]
+    if description is not None and not isinstance(description, str):
+        raise EventRejected(
+            f"{_where(payload)}: repository.description must be a string or null, "
+            f"got {_kind(description)}"
+        )
+    return _shape(
+        id=payload["repository"].get("id"),
+        name=_required(payload, "repository.name", str),
+        full_name=_required(payload, "repository.full_name", str),
+        description=description,
+        html_url=_required(payload, "repository.html_url", str),
+        archived=_required(payload, "repository.archived", bool),
+        topics=topics,
+    )
+
+
+def _owner(payload: Mapping[str, Any], repo: Mapping[str, Any]) -> str:
+    """Who owns the repository now: ``repository.owner.login``, else the owner part of
+    ``repository.full_name``, else ``organization.login``."""
+    owner = repo.get("owner")
+    login = owner.get("login") if isinstance(owner, Mapping) else None
+    if isinstance(login, str) and login:
+        return login
+    full_name = repo.get("full_name")
+    if isinstance(full_name, str) and "/" in full_name:
+        return full_name.split("/")[0]
+    organization = payload.get("organization")
+    login = organization.get("login") if isinstance(organization, Mapping) else None
+    if isinstance(login, str) and login:
+        return login
+    raise EventRejected(
+        f"{_where(payload)}: the payload has no repository.owner.login (nor "
+        "repository.full_name, nor organization.login) to say whose repository it is"
+    )
+
+
+def _required(payload: Mapping[str, Any], path: str, kind: type[Any]) -> Any:
+    """The value at the dotted ``path`` of the payload, of type ``kind``; else
+    :class:`~ingestion.errors.EventRejected` naming the path."""
+    value: Any = payload
+    for key in path.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            raise EventRejected(f"{_where(payload)}: the payload has no {path}")
+        value = value[key]
+    wrong_bool = kind is not bool and isinstance(value, bool)
+    if not isinstance(value, kind) or wrong_bool or (kind is str and not value):
+        expected = {str: "a non-empty string", bool: "true or false", list: "a list"}.get(
+            kind, "an object"
+        )
+        raise EventRejected(f"{_where(payload)}: {path} must be {expected}, got {_kind(value)}")
+    return value
+
+
+def _where(payload: Mapping[str, Any]) -> str:
+    action = payload.get("action")
+    return f"repository event ({action})" if isinstance(action, str) else "repository event"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "an empty string" if not value else f"the string {value[:60]!r}"
+    return {bool: "a boolean", int: "a number", float: "a number", list: "a list"}.get(
+        type(value), "an object" if isinstance(value, Mapping) else type(value).__name__
+    )
+
+
+def _entity_ref(entity: Mapping[str, Any]) -> str:
+    metadata = entity["metadata"]
+    return entity_ref(str(entity["kind"]), metadata.get("namespace"), str(metadata["name"]))
 
 
 def _iso(epoch: float) -> str:

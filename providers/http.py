@@ -14,6 +14,11 @@ the provider asks the source about each entity the sweep is about to remove
 engine to remove an entity only after two cycles in a row missed it
 (:meth:`HttpProvider.default_options`). A cursor or a ``Link`` is as safe as the server's
 cursor: a keyset cursor cannot skip; a ``Link`` that carries a page number can.
+
+With ``events`` (:class:`EventRule`), events the source sends between cycles (webhooks,
+messages) become deltas (:meth:`HttpProvider.on_event`): the items an event carries become
+entities through the same template, and the items it says are gone are removed under the refs
+the template gives them.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ import httpx
 from pydantic import ConfigDict
 
 from ingestion.entities import entity_ref, valid_api_version, valid_kind, valid_namespace
-from ingestion.errors import ProviderConfigError, RetryAfter
+from ingestion.errors import EventRejected, ProviderConfigError, RetryAfter
 from ingestion.provider import (
     DeferredEntity,
     EntityIteratorResult,
+    Event,
+    EventDelta,
     IncrementalEntityProvider,
     Rejection,
     RemovalCandidate,
@@ -58,6 +65,7 @@ from providers._names import entity_name
 __all__ = [
     "CheckedHttpProvider",
     "EntityTemplate",
+    "EventRule",
     "HttpProvider",
     "LinkHeader",
     "NextCursor",
@@ -293,6 +301,21 @@ class EntityTemplate:
                 metadata["name"] = entity_name(name)
         return entity
 
+    def name_paths(self) -> list[str]:
+        """The item paths ``metadata.name`` is made of."""
+        return _paths(self.template["metadata"].get("name"))
+
+    def identity_paths(self) -> list[str]:
+        """The item paths an entity's ref is made of: those of ``kind``,
+        ``metadata.namespace`` and ``metadata.name``."""
+        metadata = self.template["metadata"]
+        paths = [
+            *_paths(self.template.get("kind")),
+            *_paths(metadata.get("namespace")),
+            *_paths(metadata.get("name")),
+        ]
+        return list(dict.fromkeys(paths))
+
 
 def _compile(value: Any, where: str) -> Any:
     if isinstance(value, Mapping):
@@ -324,6 +347,13 @@ def _compile(value: Any, where: str) -> Any:
     return value
 
 
+def _paths(compiled: Any) -> list[str]:
+    """The item paths of one compiled template value."""
+    if isinstance(compiled, _Text):
+        return [text for is_path, text in compiled.parts if is_path]
+    return []
+
+
 def _render(value: Any, item: Any) -> Any:
     if isinstance(value, dict):
         rendered = {k: _render(v, item) for k, v in value.items()}
@@ -351,6 +381,110 @@ class TokenAuth:
     header: str = "Authorization"
     scheme: str | None = "Bearer"
     query_param: str | None = None
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """Which events are the provider's, and what each changes.
+
+    An event is this rule's when its topic is ``topic``, every dotted payload path of ``match``
+    holds its value (or one of the values, for a list), and every header of ``headers``
+    (names in any case) has its value (or one of them). Then the item, or list of items, at
+    the payload path ``added`` becomes entities through the provider's template, and the
+    items at ``removed`` are removed under their refs: a removed item needs only the fields
+    that make its ref (those of the template's ``kind``, ``metadata.namespace`` and
+    ``metadata.name``). With ``removed_field``, the values at ``removed`` may be bare values
+    (an id, a slug) of that item field instead of objects. An empty path is the payload
+    itself. A rule with neither ``added`` nor ``removed`` says the event is the provider's
+    and changes nothing.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID
+    topic: str
+    match: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str | list[str]] = field(default_factory=dict)
+    added: str | None = None
+    removed: str | None = None
+    removed_field: str | None = None
+
+    def problem(self) -> str | None:
+        """What makes the rule unusable, if anything."""
+        if not self.topic:
+            return "topic must not be empty"
+        if any(not path for path in self.match):
+            return "match: a path must not be empty (match the payload's fields)"
+        if self.removed_field is not None and self.removed is None:
+            return "removed_field needs removed (the path of the values)"
+        if self.removed_field == "":
+            return "removed_field must not be empty"
+        return None
+
+    def applies(self, event: Event) -> bool:
+        """Whether ``event`` is this rule's."""
+        if event.topic != self.topic:
+            return False
+        for name, wanted in self.headers.items():
+            value = event.headers.get(name.lower(), _MISSING)
+            if not _one_of(value, wanted):
+                return False
+        return all(
+            _one_of(lookup(event.payload, path), wanted) for path, wanted in self.match.items()
+        )
+
+
+def _removed_field_problem(rule: EventRule, template: EntityTemplate) -> str | None:
+    """Whether a bare value of ``removed_field`` is enough for the template's ref."""
+    bare = rule.removed_field
+    if bare is None:
+        return None
+    needs = [
+        path
+        for path in template.identity_paths()
+        if path != bare and not path.startswith(bare + ".")
+    ]
+    if not needs:
+        return None
+    return (
+        f"removed_field {bare!r} cannot make a ref alone: the template's kind, "
+        f"metadata.namespace and metadata.name also use {', '.join(needs)}"
+    )
+
+
+def _one_of(value: Any, wanted: Any) -> bool:
+    """``value`` is ``wanted``, or one of ``wanted`` when it is a list; ``true`` is not 1."""
+    if value is _MISSING:
+        return False
+    choices = wanted if isinstance(wanted, list) else [wanted]
+    return any(
+        value == choice and isinstance(value, bool) == isinstance(choice, bool)
+        for choice in choices
+    )
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    """``{"a": {"b": value}}`` for ``a.b``."""
+    *parents, last = path.split(".")
+    item: dict[str, Any] = {last: value}
+    for key in reversed(parents):
+        item = {key: item}
+    return item
+
+
+def _joined(*paths: str) -> str:
+    return ".".join(path for path in paths if path)
+
+
+def _found(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"[:80]
 
 
 # -- the provider -------------------------------------------------------------------------
@@ -391,6 +525,7 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
         timeout: float = 30.0,
         item_url: str | None = None,
         item_path: str = "",
+        events: EventRule | Sequence[EventRule] | None = None,
     ) -> None:
         self.name = name
         self.url = httpx.URL(url)
@@ -409,6 +544,12 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
         self.location_key = "url:" + public.url(self.url.copy_with(query=None))
         self.item_url = _item_url(name, item_url, self.url) if item_url else None
         self.item_path = item_path
+        rules = [events] if isinstance(events, EventRule) else list(events or ())
+        for index, rule in enumerate(rules):
+            problem = rule.problem() or _removed_field_problem(rule, entity)
+            if problem is not None:
+                raise ProviderConfigError(f"provider {name!r}: events[{index}]: {problem}")
+        self.events: tuple[EventRule, ...] = tuple(rules)
 
     def default_options(self) -> Mapping[str, Any]:
         """Page numbers and offsets can skip an item while the source changes: without
@@ -485,6 +626,80 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
             entities.append(DeferredEntity(self.entity.render(item), self._location(item)))
         return entities, rejections
 
+    # -- events ---------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> EventDelta | None:
+        """The delta of the first of ``events`` that ``event`` is (see :class:`EventRule`);
+        ``None`` when it is no rule's.
+
+        Added items become the entities a cycle makes of them (same template, same location
+        key). A removed item's ref is the one the template gives it; a ref also added by the
+        event is not removed. A path the payload lacks, an item that is not an object, or an
+        item without the fields of its ref raises :class:`~ingestion.errors.EventRejected`
+        naming the path; null or an empty list at a path is no item.
+        """
+        for index, rule in enumerate(self.events):
+            if rule.applies(event):
+                return self._delta(rule, f"events[{index}] (topic {rule.topic!r})", event.payload)
+        return None
+
+    def _delta(self, rule: EventRule, where: str, payload: Any) -> EventDelta:
+        added: list[DeferredEntity] = []
+        if rule.added is not None:
+            for path, item in _event_items(payload, rule.added, where, "added"):
+                added.append(self._added(item, path, where))
+        removed: list[str] = []
+        if rule.removed is not None:
+            for path, value in _event_items(payload, rule.removed, where, "removed"):
+                if rule.removed_field is not None and not isinstance(value, Mapping | list):
+                    removed.append(self._bare_ref(rule.removed_field, value, path, where))
+                else:
+                    removed.append(self._removed_ref(value, path, where))
+        kept = {_rendered_ref(deferred.entity) for deferred in added}
+        return EventDelta(added=added, removed=[r for r in dict.fromkeys(removed) if r not in kept])
+
+    def _added(self, item: Any, path: str, where: str) -> DeferredEntity:
+        """The entity a cycle makes of ``item`` (at ``path`` in the payload)."""
+        if not isinstance(item, Mapping):
+            raise EventRejected(
+                f"{where}: added: {path or 'the payload'} must be a JSON object, got {_found(item)}"
+            )
+        entity = self.entity.render(item)
+        name = entity["metadata"].get("name") if isinstance(entity["metadata"], dict) else None
+        if not isinstance(name, str) or not name:
+            missing = _first_missing(item, self.entity.name_paths(), allow_null=False)
+            said = f"has no {_joined(path, missing)}" if missing else "renders no metadata.name"
+            raise EventRejected(f"{where}: added: the payload {said} (for metadata.name)")
+        return DeferredEntity(entity, self._location(item))
+
+    def _removed_ref(self, item: Any, path: str, where: str) -> str:
+        """The ref of the removed item at ``path``; it needs the fields of its ref only."""
+        if not isinstance(item, Mapping):
+            raise EventRejected(
+                f"{where}: removed: {path or 'the payload'} must be a JSON object, got "
+                f"{_found(item)} (or set removed_field to the item field such values are)"
+            )
+        missing = _first_missing(item, self.entity.identity_paths(), allow_null=True)
+        if missing is not None:
+            raise EventRejected(
+                f"{where}: removed: the payload has no {_joined(path, missing)} (for the ref)"
+            )
+        return self._checked_ref(item, path, where)
+
+    def _bare_ref(self, field: str, value: Any, path: str, where: str) -> str:
+        """The ref of the item whose ``field`` is ``value`` (found at ``path``)."""
+        if value is None or value == "":
+            raise EventRejected(f"{where}: removed: {path} holds {_found(value)}, not a {field}")
+        return self._checked_ref(_nested(field, value), path, where)
+
+    def _checked_ref(self, item: Mapping[str, Any], path: str, where: str) -> str:
+        ref = _rendered_ref(self.entity.render(item))
+        if not ref:
+            raise EventRejected(
+                f"{where}: removed: the item at {path or 'the payload'} renders no metadata.name"
+            )
+        return ref
+
     def _location(self, item: Any) -> str:
         """``url:<the item's own URL>`` with ``item_url``, else ``url:<the list's URL>``."""
         if self.item_url is not None:
@@ -508,6 +723,36 @@ class HttpProvider(IncrementalEntityProvider[Cursor, HttpSession]):
             resolved = response.request.url.join(link)
             return {"url": str(secrets.strip_params(on_origin(resolved, self.url, secrets)))}
         return self.pagination.after(cursor, body, count)
+
+
+def _rendered_ref(entity: Mapping[str, Any]) -> str:
+    """The ref of a rendered entity; empty when it has no name."""
+    metadata = entity.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    if not isinstance(name, str) or not name or not isinstance(metadata, Mapping):
+        return ""
+    return entity_ref(str(entity.get("kind")), metadata.get("namespace"), name)
+
+
+def _event_items(payload: Any, path: str, where: str, key: str) -> list[tuple[str, Any]]:
+    """The items at ``path`` of an event's payload, each with its own path."""
+    value = lookup(payload, path)
+    if value is _MISSING:
+        raise EventRejected(f"{where}: {key}: the payload has no {path}")
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [(_joined(path, str(position)), item) for position, item in enumerate(value)]
+    return [(path, value)]
+
+
+def _first_missing(item: Any, paths: Sequence[str], *, allow_null: bool) -> str | None:
+    """The first of ``paths`` that ``item`` lacks (or holds as null, unless allowed)."""
+    for path in paths:
+        value = lookup(item, path)
+        if value is _MISSING or (value is None and not allow_null):
+            return path
+    return None
 
 
 def _item_url(name: str, template: str, url: httpx.URL) -> _Text | str:
