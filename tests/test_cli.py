@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -335,3 +336,44 @@ def test_held_removals_are_dismissed(guarded: Cli) -> None:
     status = guarded.json("status", "services")
     assert status["blocked_sweep"] is None and status["entities"] == 600
     assert "not both" in guarded("held", "services", "--approve", "--dismiss", code=2).stderr
+
+
+def test_changes_prints_the_feed_as_json_lines_after_an_id(cli: Cli) -> None:
+    cli("run", "services")
+    lines = cli("changes", "--limit", "70").stdout.splitlines()
+    changes = [json.loads(line) for line in lines]
+    assert len(changes) == 600
+    assert {c["kind"] for c in changes} == {"added"} and changes[0]["source"] == "page"
+    assert changes[0]["entity"]["metadata"]["name"] == "service-0000000"
+    assert [c["id"] for c in changes] == sorted(c["id"] for c in changes)
+    rest = cli("changes", "--after", str(changes[589]["id"])).stdout.splitlines()
+    assert [json.loads(line)["id"] for line in rest] == [c["id"] for c in changes[590:]]
+
+
+@pytest.mark.timeout(90)
+def test_changes_follow_prints_changes_as_they_commit(cli: Cli, source: SyntheticSource) -> None:
+    cli("run", "services")
+    last = json.loads(cli("changes").stdout.splitlines()[-1])["id"]
+    follower = subprocess.Popen(
+        ingestion_cli("changes", "--follow", "--after", str(last), "--interval", "0.1"),
+        cwd=ROOT,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # A cycle after the source changed: 60 services gone, every other one changed
+        source.drop(0.1)
+        source.version = 2
+        cli("run", "services")
+        assert follower.stdout is not None
+        followed = [json.loads(follower.stdout.readline()) for _ in range(600)]
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert "following the change feed" in err
+    kinds = [c["kind"] for c in followed]
+    assert kinds.count("changed") == 540 and kinds.count("removed") == 60
+    assert all(c["id"] > last for c in followed)
