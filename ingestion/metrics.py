@@ -108,6 +108,27 @@ class IngestionCollector(Collector):
         )
         overdue.add_metric([], stats.overdue_providers(self.db, self.overdue_after))
         yield overdue
+        feed = stats.feed_stats(self.db)
+        for name, documentation, value in (
+            (
+                "ingestion_events_waiting",
+                "Events stored and not applied yet (no worker running, or a backlog).",
+                feed.events_waiting,
+            ),
+            (
+                "ingestion_events_oldest_waiting_seconds",
+                "Age of the oldest event not applied yet; 0 when none waits.",
+                feed.oldest_waiting_seconds,
+            ),
+            (
+                "ingestion_changes_last_id",
+                "The id of the change feed's latest change: compare with a consumer's position.",
+                feed.last_change_id,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, documentation)
+            gauge.add_metric([], value)
+            yield gauge
 
 
 def _histogram(name: str, documentation: str, rows: list[stats.Histogram]) -> Metric:

@@ -314,3 +314,22 @@ def test_headers_keep_no_credentials_and_a_topic_is_checked() -> None:
     for bad in ("", "has space", "../etc", "x" * 200):
         with pytest.raises(ConfigurationError, match="event topic"):
             check_topic(bad)
+
+
+def test_metrics_show_events_waiting_and_the_feeds_last_id(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    from ingestion.metrics import registry_for, render
+
+    _, server = small_source
+    cycle(ingestion)
+    deliver(ingestion, server.url, "w-1", added=[100])
+    deliver(ingestion, server.url, "w-2", added=[101])
+    text = render(registry_for(ingestion.store.db)).decode()
+    assert "ingestion_events_waiting 2.0" in text
+    assert "ingestion_changes_last_id 30.0" in text
+    ingestion.apply_events("test/1")
+    text = render(registry_for(ingestion.store.db)).decode()
+    assert "ingestion_events_waiting 0.0" in text
+    assert "ingestion_events_oldest_waiting_seconds 0.0" in text
+    assert "ingestion_changes_last_id 32.0" in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
@@ -192,3 +192,26 @@ def overdue_providers(db: Database, after: timedelta) -> int:
                 .where((p.lease_owner.is_(None)) | (p.lease_expires_at < now))
             ).scalar_one()
         )
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    """Events waiting to be applied, the oldest one's age, and the change feed's last id."""
+
+    events_waiting: int
+    oldest_waiting_seconds: float
+    last_change_id: int
+
+
+def feed_stats(db: Database) -> FeedStats:
+    e = m.events.c
+    with db.read() as conn:
+        now = db.now(conn)
+        waiting, oldest = conn.execute(
+            select(func.count(), func.min(e.received_at)).where(e.status == "pending")
+        ).one()
+        last = conn.execute(select(func.coalesce(func.max(m.changes.c.id), 0))).scalar_one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+    return FeedStats(int(waiting), max(age, 0.0), int(last))
