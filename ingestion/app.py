@@ -22,7 +22,13 @@ from ingestion.errors import ConfigurationError, ProviderConfigError, UnknownPro
 from ingestion.events import EventApplier
 from ingestion.options import ProviderOptions
 from ingestion.provider import IncrementalEntityProvider
-from ingestion.settings import Settings, celery_config, control_queue, prepare_broker
+from ingestion.settings import (
+    Settings,
+    celery_config,
+    changes_queue,
+    control_queue,
+    prepare_broker,
+)
 from ingestion.state import BurstOutcome
 from ingestion.store import Doorbell, ErrorKind, Store
 from ingestion.store.changes import Batch
@@ -37,6 +43,8 @@ LOGGED_ANNOUNCEMENTS = 10
 EVENT_LEASE_SECONDS = 60.0
 #: The most changes (and applied events) one reconciler tick prunes.
 PRUNE_BATCH = 10_000
+#: Seconds between two prunings of history by the reconciler of one process.
+PRUNE_EVERY = 60.0
 
 
 class IncrementalIngestion:
@@ -72,6 +80,8 @@ class IncrementalIngestion:
         self._store: Store | None = None
         self._engine: Engine | None = None
         self._events: EventApplier | None = None
+        # History is pruned by the first reconciler tick, then every PRUNE_EVERY seconds.
+        self._next_prune = 0.0
         self.observers: list[ProgressCallback] = []
         self.celery_app = Celery(app_name)
         self.celery_app.config_from_object(celery_config(self.settings))
@@ -328,9 +338,13 @@ class IncrementalIngestion:
 
     def _tend_events_and_history(self) -> None:
         """A reconciler tick's other work: events waiting (a worker was away when they came,
-        or the broker was) are announced, and history past its retention is pruned."""
+        or the broker was) are announced; and on a process's first tick, then once a minute,
+        history past its retention is pruned, ``PRUNE_BATCH`` rows of each at most."""
         if self.store.oldest_pending_event() is not None:
             self._announce_events()
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY
         now = datetime.now(UTC)
         changes_for, events_for = self.settings.changes_retention, self.settings.events_retention
         pruned = self.store.prune_history(
@@ -355,7 +369,7 @@ class IncrementalIngestion:
                 "count": batch.count,
                 "providers": list(batch.providers),
             },
-            queue=self.settings.changes_task_queue,
+            queue=changes_queue(self.settings),
         )
 
     def _known(self, name: str) -> Registered:

@@ -385,6 +385,8 @@ class _BurstRun:
             if not candidates:
                 return _NO_CANDIDATES
             self.candidates = candidates
+            if self.takes_events:
+                self.events_seen = self.engine.store.last_event_id(self.claim.provider)
             return self.provider.check_removals(context, candidates)
         if self.takes_events:
             self.events_seen = self.engine.store.last_event_id(self.claim.provider)
@@ -556,6 +558,9 @@ class _BurstRun:
             return
         self.batches += 1
         batch = prepare_check(self.claim.provider, result, self.candidates, self.batches)
+        if self.events_seen is not None:
+            present = dataclasses.replace(batch.present, events_seen=self.events_seen)
+            batch = dataclasses.replace(batch, present=present)
         commit = self.engine.store.commit_check(self.claim, batch, self.lease)
         report = self.report
         report.checked += commit.checked

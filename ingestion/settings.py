@@ -116,8 +116,15 @@ class Settings(BaseSettings):
         "consumers that do not poll. Unset: no task is sent.",
     )
     changes_task_queue: str | None = Field(
-        None, description="The queue of changes_task; Celery's routing when unset."
+        None,
+        description="The queue changes_task is sent to; '<queue>.changes' when unset (a queue "
+        "the engine's workers do not consume: the consumer's workers do).",
     )
+
+
+def changes_queue(settings: Settings) -> str:
+    """The queue of the push task of the change feed."""
+    return settings.changes_task_queue or f"{settings.queue}.changes"
 
 
 def control_queue(settings: Settings) -> str:

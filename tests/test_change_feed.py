@@ -206,20 +206,28 @@ def test_changes_and_applied_events_past_their_retention_are_pruned(
     # Nothing is older than a week: a reconciler tick prunes nothing
     ingestion.reconcile()
     assert len(ingestion.store.changes(limit=10_000)) == count
-    # A moment from now, everything is past retention: all changes go, and the applied event,
-    # but never an event still waiting to be applied
+    # With a retention of a millisecond, the first tick of a process prunes all changes and
+    # the applied event, but never an event still waiting to be applied
+    hasty = make(
+        database_url, tmp_path, served[1].url, changes_retention="1ms", events_retention="1ms"
+    )
+    hasty.reconcile()
+    assert hasty.store.changes() == []
+    assert hasty.store.event(applied.id) is None
+    assert hasty.store.event(waiting.id)["status"] == "pending"
+    # A batch at a time
     later = datetime.now(UTC) + timedelta(seconds=5)
+    served[0].version = 1
+    cycle(ingestion)  # 120 changed, and 900 swept
     assert ingestion.store.prune_history(changes_before=later, events_before=later, limit=100) == (
         100,
-        1,
+        0,
     )
     assert ingestion.store.prune_history(changes_before=later, events_before=later, limit=100) == (
         21,
         0,
     )
-    assert ingestion.store.changes() == []
-    assert ingestion.store.event(applied.id) is None
-    assert ingestion.store.event(waiting.id)["status"] == "pending"
+    hasty.close()
     ingestion.close()
 
 

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from ingestion import (
+    DeferredEntity,
     Event,
     EventDelta,
     EventRejected,
     IncrementalEntityProvider,
     IncrementalIngestion,
+    RemovalCheck,
     Settings,
 )
 from ingestion.errors import ConfigurationError
@@ -27,6 +29,7 @@ from ingestion.events import APPLIER_LOCK, check_topic, clean_headers
 from ingestion.settings import EMBEDDED_BROKER
 from providers.synthetic import (
     SourceServer,
+    SyntheticProvider,
     SyntheticSource,
     service_ref,
     synthetic_event,
@@ -333,3 +336,45 @@ def test_metrics_show_events_waiting_and_the_feeds_last_id(
     assert "ingestion_events_waiting 0.0" in text
     assert "ingestion_events_oldest_waiting_seconds 0.0" in text
     assert "ingestion_changes_last_id 32.0" in text
+
+
+class Checking(SyntheticProvider):
+    """Checks removal candidates; an event arrives while it asks the source about them."""
+
+    def __init__(self, url: str, during_check: Any) -> None:
+        super().__init__("services", url, 10)
+        self.during_check = during_check
+
+    def check_removals(self, context: Any, candidates: Any) -> RemovalCheck:
+        self.during_check()
+        # The source (its paging skipped them) still has every candidate
+        return RemovalCheck(present=[DeferredEntity(c.entity) for c in candidates])
+
+
+def test_a_removal_check_read_before_an_event_does_not_undo_it(
+    database_url: str, tmp_path: Path, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    source, server = small_source
+    settings = Settings(
+        database_url=database_url, broker_url=EMBEDDED_BROKER, broker_dir=tmp_path / "b"
+    )
+    ingestion = IncrementalIngestion(settings=settings)
+
+    def event_removes_5() -> None:
+        deliver(ingestion, server.url, "rm-5", removed=[5])
+        assert ingestion.apply_events("test/1") == 1
+
+    ingestion.add_provider(Checking(server.url, event_removes_5), **FAST)
+    ingestion.register_providers()
+    cycle(ingestion)
+    source.removed.add(5)  # the next cycle's pages miss 5: a removal candidate
+    cycle(ingestion)
+    assert service_ref(5) not in set(ingestion.catalog.refs("services"))
+    ingestion.close()
+
+
+def test_the_push_task_has_a_queue_of_its_own_by_default() -> None:
+    from ingestion.settings import changes_queue
+
+    assert changes_queue(Settings(queue="ingest")) == "ingest.changes"
+    assert changes_queue(Settings(queue="ingest", changes_task_queue="feed")) == "feed"

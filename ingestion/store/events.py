@@ -25,6 +25,9 @@ from ingestion.store.database import Database, Tx
 from ingestion.store.pages import EntityWriter, EventMarking, _record_problems
 from ingestion.store.records import Page
 
+# pg_advisory_xact_lock's key for accepting events: "ingestion.events" as a number.
+EVENTS_LOCK = 0x696E672E657674
+
 
 class EventStatus(StrEnum):
     PENDING = "pending"
@@ -75,8 +78,15 @@ def accept(
     headers: Mapping[str, str],
     delivery_id: str,
 ) -> Accepted:
-    """Store an event unless its delivery id is stored already."""
+    """Store an event unless its delivery id is stored already.
+
+    On Postgres the ids of events are drawn under a transaction lock, as the change feed's
+    are: an event's id is below that of every event accepted after it, so applying them in id
+    order applies them in the order they were accepted.
+    """
     e = m.events.c
+    if db.dialect == "postgresql":
+        tx.conn.execute(select(func.pg_advisory_xact_lock(EVENTS_LOCK)))
     new = tx.conn.execute(
         db.insert(m.events)
         .values(

@@ -370,11 +370,7 @@ def commit_page(
     (``page.events_seen``) is left as the event made it: the page read the source before it.
     """
     hold_lease(tx, claim, lease)
-    items = page.entities
-    if page.events_seen is not None and items:
-        overtaken = touched_since(tx, claim.provider, page.events_seen, [i.ref for i in items])
-        if overtaken:
-            items = [i for i in items if i.ref not in overtaken]
+    items = not_overtaken(tx, claim.provider, page)
     writes = writer.write(tx, claim, items, expect_unchanged=expect_unchanged)
     changes.written(
         tx,
@@ -429,6 +425,16 @@ def commit_page(
     return PageCommit(sequence, written, unchanged, len(rejected))
 
 
+def not_overtaken(tx: Tx, provider: str, page: Page) -> list[PreparedEntity]:
+    """The page's entities but those an event added, changed or removed after the page's read
+    began: the event is newer than what the page read."""
+    items = page.entities
+    if page.events_seen is None or not items:
+        return items
+    overtaken = touched_since(tx, provider, page.events_seen, [i.ref for i in items])
+    return [i for i in items if i.ref not in overtaken] if overtaken else items
+
+
 def touched_since(tx: Tx, provider: str, seen: int, refs: list[str]) -> set[str]:
     """Those of ``refs`` that an event applied after event ``seen`` added, changed or removed."""
     t = m.event_touches.c
@@ -448,7 +454,8 @@ def commit_check(
     confirmed gone stay unmarked: the sweep removes them."""
     hold_lease(tx, claim, lease)
     page = batch.present
-    writes = writer.write(tx, claim, page.entities, expect_unchanged=True)
+    present_now = not_overtaken(tx, claim.provider, page)
+    writes = writer.write(tx, claim, present_now, expect_unchanged=True)
     changes.written(
         tx,
         claim.provider,
@@ -473,7 +480,7 @@ def commit_check(
             ).rowcount
         )
     present = {item.ref for item in page.entities}
-    kept += sum(1 for ref in kept_refs if ref in present)  # marked by the writer
+    kept += sum(1 for ref in kept_refs if ref in present)  # marked by the writer (or an event)
     rejected = [*page.rejected, *writes.conflicts]
     _record_problems(tx, claim, None, rejected, page.warnings)
     checked = len(batch.candidates)
