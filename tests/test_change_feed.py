@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 
 from ingestion import DeferredEntity, EntityIteratorResult, IncrementalIngestion, Settings
 from ingestion.preparing import prepare_page
-from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import Store
 from ingestion.store.events import ProviderDelta, StoredEvent
 from providers.synthetic import (
@@ -29,12 +28,12 @@ from providers.synthetic import (
 )
 from tests.support.brokers import purge
 from tests.support.feed import catalog_content, replay
+from tests.support.ingestions import FOREGROUND, services_ingestion
 from tests.support.paths import REDIS_URL
-from tests.support.synthetic_app import build
 
 pytestmark = pytest.mark.timeout(90)
 
-FAST = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
+FAST = FOREGROUND
 
 
 @pytest.fixture
@@ -47,17 +46,7 @@ def served() -> Iterator[tuple[SyntheticSource, SourceServer]]:
 def make(
     database_url: str, tmp_path: Path, url: str, options: dict[str, Any] | None = None, **kw: Any
 ) -> IncrementalIngestion:
-    settings = Settings(
-        database_url=database_url,
-        broker_url=kw.pop("broker_url", EMBEDDED_BROKER),
-        broker_dir=tmp_path / "broker",
-        page_timeout=5.0,
-        **kw,
-    )
-    specs = [{"name": "services", "url": url, "per_page": 25, "options": options or FAST}]
-    ingestion = build(settings, specs)
-    ingestion.register_providers()
-    return ingestion
+    return services_ingestion(database_url, tmp_path, url, per_page=25, options=options, **kw)
 
 
 def cycle(ingestion: IncrementalIngestion) -> None:

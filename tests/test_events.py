@@ -35,12 +35,12 @@ from providers.synthetic import (
     synthetic_event,
 )
 from tests.support.feed import catalog_content, replay
-from tests.support.synthetic_app import build
-from tests.support.waiting import wait_until
+from tests.support.ingestions import FOREGROUND, services_ingestion
+from tests.support.sources import page_held
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
+FAST = FOREGROUND
 
 
 @pytest.fixture
@@ -51,17 +51,7 @@ def small_source() -> Iterator[tuple[SyntheticSource, SourceServer]]:
 
 
 def make(database_url: str, tmp_path: Path, url: str, **settings: Any) -> IncrementalIngestion:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "broker_url": EMBEDDED_BROKER,
-        "broker_dir": tmp_path / "broker",
-        "page_timeout": 5.0,
-        **settings,
-    }
-    specs = [{"name": "services", "url": url, "per_page": 10, "options": FAST}]
-    ingestion = build(Settings(**values), specs)
-    ingestion.register_providers()
-    return ingestion
+    return services_ingestion(database_url, tmp_path, url, **settings)
 
 
 @pytest.fixture
@@ -183,15 +173,10 @@ def test_an_event_added_during_a_cycle_is_marked_in_it_and_the_sweep_keeps_it(
     # pages already read will not show
     source, server = small_source
     cycle(ingestion)
-    gate = threading.Event()
-    source.hold[2] = gate
-    asked = len(source.asked)
     runner = threading.Thread(target=cycle, args=(ingestion,))
-    runner.start()
-    wait_until(lambda: 2 in source.asked[asked:], timeout=20, what="page 2 requested")
-    deliver(ingestion, server.url, "new", added=[500])
-    assert ingestion.apply_events("test/1") == 1
-    gate.set()
+    with page_held(source, 2, runner.start):
+        deliver(ingestion, server.url, "new", added=[500])
+        assert ingestion.apply_events("test/1") == 1
     runner.join(timeout=30)
     # Then the completed cycle's sweep kept it: marked in that cycle
     assert service_ref(500) in set(ingestion.catalog.refs("services"))
@@ -206,20 +191,15 @@ def test_a_page_read_before_an_event_does_not_undo_it_and_one_read_after_does(
     # Given the second cycle held while it reads page 2 (services 10-19)
     source, server = small_source
     cycle(ingestion)
-    gate = threading.Event()
-    source.hold[2] = gate
-    asked = len(source.asked)
     runner = threading.Thread(target=cycle, args=(ingestion,))
-    runner.start()
-    wait_until(lambda: 2 in source.asked[asked:], timeout=20, what="page 2 requested")
-    # When events remove 12 (on the page being read) and 25 (on page 3, not read yet) and
-    # change 15 (on the page being read); the source itself still has them all, unchanged
-    deliver(ingestion, server.url, "rm", removed=[12, 25])
-    deliver(ingestion, server.url, "ch", added=[15], version=9)
-    assert ingestion.apply_events("test/1") == 2
-    refs = set(ingestion.catalog.refs("services"))
-    assert service_ref(12) not in refs and service_ref(25) not in refs  # removed at once
-    gate.set()
+    with page_held(source, 2, runner.start):
+        # When events remove 12 (on the page being read) and 25 (on page 3, not read yet) and
+        # change 15 (on the page being read); the source itself still has them all, unchanged
+        deliver(ingestion, server.url, "rm", removed=[12, 25])
+        deliver(ingestion, server.url, "ch", added=[15], version=9)
+        assert ingestion.apply_events("test/1") == 2
+        refs = set(ingestion.catalog.refs("services"))
+        assert service_ref(12) not in refs and service_ref(25) not in refs  # removed at once
     runner.join(timeout=30)
     refs = set(ingestion.catalog.refs("services"))
     # Then page 2, read before the events, neither brought 12 back nor undid the change

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from ingestion.tasks import EVENT
 from providers.synthetic import SourceServer, SyntheticSource, service_ref, synthetic_event
 from tests.support.feed import catalog_content, replay
 from tests.support.ingestions import client_ingestion
+from tests.support.sources import page_held
 from tests.support.waiting import wait_until
 from tests.support.workers import Workers
 
@@ -66,27 +66,22 @@ def test_events_during_a_workers_cycle_agree_with_its_pages_and_its_sweep(
     completed(client, 1)
 
     # Given the worker's second cycle, held while it reads page 2 (services 10-19)
-    gate = threading.Event()
-    source.hold[2] = gate
-    asked = len(source.asked)
-    client.start("services")
-    wait_until(lambda: 2 in source.asked[asked:], timeout=30, what="page 2 requested")
-    # When events remove 12 (on that page) and 25 (on page 3), change 15 (on that page) and
-    # add 500 (in no page); the source itself is unchanged
-    for delivery, change in (
-        ("e-1", {"removed": [12, 25]}),
-        ("e-2", {"added": [15, 500], "version": 7}),
-    ):
-        client.accept_event(
-            "synthetic",
-            synthetic_event(source_server.url, **change),
-            delivery_id=delivery,
-            announce=False,
-        )
-    assert client.apply_events("test/1") == 2
-    refs = set(client.catalog.refs("services"))
-    assert service_ref(12) not in refs and service_ref(25) not in refs  # at once
-    gate.set()
+    with page_held(source, 2, lambda: client.start("services")):
+        # When events remove 12 (on that page) and 25 (on page 3), change 15 (on that page)
+        # and add 500 (in no page); the source itself is unchanged
+        for delivery, change in (
+            ("e-1", {"removed": [12, 25]}),
+            ("e-2", {"added": [15, 500], "version": 7}),
+        ):
+            client.accept_event(
+                "synthetic",
+                synthetic_event(source_server.url, **change),
+                delivery_id=delivery,
+                announce=False,
+            )
+        assert client.apply_events("test/1") == 2
+        refs = set(client.catalog.refs("services"))
+        assert service_ref(12) not in refs and service_ref(25) not in refs  # at once
     completed(client, 2)
 
     refs = set(client.catalog.refs("services"))

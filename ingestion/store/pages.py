@@ -370,16 +370,7 @@ def commit_page(
     (``page.events_seen``) is left as the event made it: the page read the source before it.
     """
     hold_lease(tx, claim, lease)
-    items = not_overtaken(tx, claim.provider, page)
-    writes = writer.write(tx, claim, items, expect_unchanged=expect_unchanged)
-    changes.written(
-        tx,
-        claim.provider,
-        ChangeSource.PAGE,
-        added=writes.added,
-        changed=writes.changed,
-        cycle_id=claim.cycle_id,
-    )
+    writes = _write(tx, writer, claim, page, ChangeSource.PAGE, expect_unchanged)
     written, unchanged = writes.written, writes.unchanged
     if page.kept_locations:
         e = m.entities.c
@@ -425,6 +416,28 @@ def commit_page(
     return PageCommit(sequence, written, unchanged, len(rejected))
 
 
+def _write(
+    tx: Tx,
+    writer: EntityWriter,
+    claim: Claim,
+    page: Page,
+    source: ChangeSource,
+    expect_unchanged: bool,
+) -> EntityWrites:
+    """Write what events have not overtaken of ``page``, and note the changes for the feed."""
+    items = not_overtaken(tx, claim.provider, page)
+    writes = writer.write(tx, claim, items, expect_unchanged=expect_unchanged)
+    changes.written(
+        tx,
+        claim.provider,
+        source,
+        added=writes.added,
+        changed=writes.changed,
+        cycle_id=claim.cycle_id,
+    )
+    return writes
+
+
 def not_overtaken(tx: Tx, provider: str, page: Page) -> list[PreparedEntity]:
     """The page's entities but those an event added, changed or removed after the page's read
     began: the event is newer than what the page read."""
@@ -454,16 +467,7 @@ def commit_check(
     confirmed gone stay unmarked: the sweep removes them."""
     hold_lease(tx, claim, lease)
     page = batch.present
-    present_now = not_overtaken(tx, claim.provider, page)
-    writes = writer.write(tx, claim, present_now, expect_unchanged=True)
-    changes.written(
-        tx,
-        claim.provider,
-        ChangeSource.CHECK,
-        added=writes.added,
-        changed=writes.changed,
-        cycle_id=claim.cycle_id,
-    )
+    writes = _write(tx, writer, claim, page, ChangeSource.CHECK, expect_unchanged=True)
     kept_refs = [ref for ref in batch.candidates if ref not in batch.gone]
     e = m.entities.c
     kept = 0

@@ -30,6 +30,35 @@ def make_ingestion(database_url: str, tmp_path: Path, **settings: Any) -> Increm
     return IncrementalIngestion(settings=Settings(**values))
 
 
+#: Options for providers whose cycles run in the test process: one burst a cycle, no waits.
+FOREGROUND = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
+
+
+def services_ingestion(
+    database_url: str,
+    tmp_path: Path,
+    url: str,
+    *,
+    per_page: int = 10,
+    options: dict[str, Any] | None = None,
+    **settings: Any,
+) -> IncrementalIngestion:
+    """An ingestion with one synthetic provider, ``services``, reading ``url``; registered."""
+    from tests.support.synthetic_app import build
+
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "broker_url": EMBEDDED_BROKER,
+        "broker_dir": tmp_path / "broker",
+        "page_timeout": 5.0,
+        **settings,
+    }
+    spec = {"name": "services", "url": url, "per_page": per_page, "options": options or FOREGROUND}
+    ingestion = build(Settings(**values), [spec])
+    ingestion.register_providers()
+    return ingestion
+
+
 def client_ingestion(workers: Workers) -> IncrementalIngestion:
     """The test process's own view of what the workers run: same providers, database, queue."""
     from tests.support.synthetic_app import build

@@ -8,7 +8,9 @@ paging skips or repeats items.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,8 @@ from ingestion import (
     RemovalCandidate,
     RemovalCheck,
 )
+from providers.synthetic import SyntheticSource
+from tests.support.waiting import wait_until
 
 
 def component(name: str, version: int = 0) -> dict[str, Any]:
@@ -106,3 +110,20 @@ class CheckingProvider(PageNumberProvider):
 
 def names(count: int, prefix: str = "svc") -> list[str]:
     return [f"{prefix}-{n:03d}" for n in range(count)]
+
+
+@contextmanager
+def page_held(source: SyntheticSource, number: int, begin: Callable[[], Any]) -> Iterator[None]:
+    """Call ``begin`` (which starts a cycle) and hold the request of page ``number`` until the
+    block ends: inside it, the cycle is reading that page."""
+    gate = threading.Event()
+    source.hold[number] = gate
+    asked = len(source.asked)
+    begin()
+    try:
+        wait_until(
+            lambda: number in source.asked[asked:], timeout=30, what=f"page {number} requested"
+        )
+        yield
+    finally:
+        gate.set()
