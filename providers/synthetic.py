@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
+from ingestion.entities import entity_ref
 from ingestion.errors import EventRejected
 from ingestion.provider import (
     DeferredEntity,
@@ -214,7 +215,13 @@ def synthetic_event(
 
 
 def service_ref(number: int) -> str:
-    return f"component:default/service-{number:07d}"
+    return _ref(service_entity(number))
+
+
+def _ref(entity: dict[str, Any]) -> str:
+    return entity_ref(
+        entity["kind"], entity["metadata"].get("namespace"), entity["metadata"]["name"]
+    )
 
 
 class SyntheticProvider(IncrementalEntityProvider[dict[str, int], httpx.Client]):
@@ -246,11 +253,16 @@ class SyntheticProvider(IncrementalEntityProvider[dict[str, int], httpx.Client])
         return EntityIteratorResult(
             done=page >= data["total_pages"],
             entities=[
-                DeferredEntity(entity=item, location_key=f"synthetic:{self.name}")
+                DeferredEntity(entity=self.shape(item), location_key=f"synthetic:{self.name}")
                 for item in data["items"]
             ],
             cursor={"page": page + 1},
         )
+
+    def shape(self, entity: dict[str, Any]) -> dict[str, Any]:
+        """The entity this provider makes of one the source serves (itself here); ``next()``
+        and ``on_event`` both go through it, so an event writes what a cycle would."""
+        return entity
 
     def on_event(self, event: Event) -> EventDelta | None:
         payload = event.payload
@@ -271,12 +283,12 @@ class SyntheticProvider(IncrementalEntityProvider[dict[str, int], httpx.Client])
         return EventDelta(
             added=[
                 DeferredEntity(
-                    entity=service_entity(n, version, padding),
+                    entity=self.shape(service_entity(n, version, padding)),
                     location_key=f"synthetic:{self.name}",
                 )
                 for n in added
             ],
-            removed=[service_ref(n) for n in removed],
+            removed=[_ref(self.shape(service_entity(n))) for n in removed],
         )
 
 

@@ -358,3 +358,28 @@ def test_the_push_task_has_a_queue_of_its_own_by_default() -> None:
 
     assert changes_queue(Settings(queue="ingest")) == "ingest.changes"
     assert changes_queue(Settings(queue="ingest", changes_task_queue="feed")) == "feed"
+
+
+def test_a_demo_providers_event_writes_what_its_cycle_reads(
+    database_url: str, tmp_path: Path, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    from providers.demo.app import DemoProvider, demo_ref
+
+    _, server = small_source
+    settings = Settings(
+        database_url=database_url, broker_url=EMBEDDED_BROKER, broker_dir=tmp_path / "b"
+    )
+    demo = IncrementalIngestion(settings=settings)
+    demo.add_provider(DemoProvider("libraries", server.url, 10), **FAST)
+    demo.register_providers()
+    assert demo.run_cycle("libraries")[-1].outcome == "done"
+    demo.accept_event(
+        "synthetic", synthetic_event(server.url, added=[3], removed=[4]), announce=False
+    )
+    before = demo.store.last_change_id()
+    assert demo.apply_events("test/1") == 1
+    # The event's entity is the cycle's (unchanged), and the removal names the cycle's ref
+    assert [(c["kind"], c["ref"]) for c in demo.store.changes(after=before)] == [
+        ("removed", demo_ref("libraries", 4))
+    ]
+    demo.close()

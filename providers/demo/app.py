@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 
 from ingestion.app import IncrementalIngestion
-from ingestion.provider import EntityIteratorResult
 from ingestion.settings import Settings
 from providers.synthetic import SourceServer, SyntheticProvider, SyntheticSource
 
@@ -47,13 +46,9 @@ class DemoProvider(SyntheticProvider):
         with httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0) as client:
             burst(client)
 
-    def next(
-        self, context: httpx.Client, cursor: dict[str, int] | None = None
-    ) -> EntityIteratorResult[dict[str, int]]:
-        result = super().next(context, cursor)
-        for item in result.entities:
-            item.entity["metadata"]["name"] = f"{self.name}-{item.entity['metadata']['name']}"
-        return result
+    def shape(self, entity: dict[str, Any]) -> dict[str, Any]:
+        entity["metadata"]["name"] = f"{self.name}-{entity['metadata']['name']}"
+        return entity
 
     def __repr__(self) -> str:
         return f"DemoProvider({self.name!r}, {self.base_url!r})"  # never the token
