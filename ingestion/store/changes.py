@@ -119,7 +119,7 @@ _PG_INSERT = text(
     "INSERT INTO catalog_changes "
     "(ref, kind, provider, source, cycle_id, event_id, entity, created_at) "
     "SELECT c.ref, c.kind, c.provider, c.source, c.cycle_id, c.event_id, "
-    "CAST(c.entity AS jsonb), :now FROM unnest(CAST(:refs AS text[]), CAST(:kinds AS text[]), "
+    "c.entity, :now FROM unnest(CAST(:refs AS text[]), CAST(:kinds AS text[]), "
     "CAST(:providers AS text[]), CAST(:sources AS text[]), CAST(:cycles AS bigint[]), "
     "CAST(:events AS bigint[]), CAST(:entities AS text[])) WITH ORDINALITY "
     "AS c (ref, kind, provider, source, cycle_id, event_id, entity, n) ORDER BY c.n "

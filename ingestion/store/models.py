@@ -81,6 +81,14 @@ class JSONDocument(TypeDecorator[Any]):
         return json.loads(value) if isinstance(value, str) else value
 
 
+class JSONText(JSONDocument):
+    """A JSON document kept as its text on every backend: written and read back whole, never
+    queried inside, so Postgres need not parse it into ``jsonb``."""
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(Text())
+
+
 def _created() -> Column[datetime]:
     return Column("created_at", UTCDateTime(), nullable=False)
 
@@ -240,8 +248,8 @@ changes = Table(
     Column("source", String(8), nullable=False),  # changes.ChangeSource: page, sweep, event...
     Column("cycle_id", BigInteger, nullable=True),
     Column("event_id", BigInteger, nullable=True),
-    # The entity as written (added, changed); none for a removal.
-    Column("entity", JSONDocument(), nullable=True),
+    # The entity as written (added, changed), its canonical JSON; none for a removal.
+    Column("entity", JSONText(), nullable=True),
     _created(),
     Index("ix_catalog_changes_created_at", "created_at"),
 )
@@ -286,6 +294,7 @@ locks = Table(
 
 __all__ = [
     "JSONDocument",
+    "JSONText",
     "UTCDateTime",
     "bursts",
     "changes",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from ingestion.store.models import JSONDocument, UTCDateTime
+from ingestion.store.models import JSONDocument, JSONText, UTCDateTime
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -40,7 +40,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(8), nullable=False),
         sa.Column("cycle_id", sa.BigInteger()),
         sa.Column("event_id", sa.BigInteger()),
-        sa.Column("entity", JSONDocument()),
+        sa.Column("entity", JSONText()),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_catalog_changes"),
     )
