@@ -45,6 +45,8 @@ EVENT_LEASE_SECONDS = 60.0
 PRUNE_BATCH = 10_000
 #: Seconds between two prunings of history by the reconciler of one process.
 PRUNE_EVERY = 60.0
+#: The longest one pruning goes on (it stops sooner when nothing is left past retention).
+PRUNE_SECONDS = 2.0
 
 
 class IncrementalIngestion:
@@ -339,7 +341,8 @@ class IncrementalIngestion:
     def _tend_events_and_history(self) -> None:
         """A reconciler tick's other work: events waiting (a worker was away when they came,
         or the broker was) are announced; and on a process's first tick, then once a minute,
-        history past its retention is pruned, ``PRUNE_BATCH`` rows of each at most."""
+        history past its retention is pruned, ``PRUNE_BATCH`` rows of each a transaction, for
+        ``PRUNE_SECONDS`` at most."""
         if self.store.oldest_pending_event() is not None:
             self._announce_events()
         if time.monotonic() < self._next_prune:
@@ -347,13 +350,19 @@ class IncrementalIngestion:
         self._next_prune = time.monotonic() + PRUNE_EVERY
         now = datetime.now(UTC)
         changes_for, events_for = self.settings.changes_retention, self.settings.events_retention
-        pruned = self.store.prune_history(
-            changes_before=now - changes_for if changes_for else None,
-            events_before=now - events_for if events_for else None,
-            limit=PRUNE_BATCH,
-        )
-        if any(pruned):
-            log.info("pruned %d change(s) and %d applied event(s) past retention", *pruned)
+        stop = time.monotonic() + PRUNE_SECONDS
+        changes = events = 0
+        while True:
+            pruned = self.store.prune_history(
+                changes_before=now - changes_for if changes_for else None,
+                events_before=now - events_for if events_for else None,
+                limit=PRUNE_BATCH,
+            )
+            changes, events = changes + pruned[0], events + pruned[1]
+            if max(pruned) < PRUNE_BATCH or time.monotonic() >= stop:
+                break
+        if changes or events:
+            log.info("pruned %d change(s) and %d applied event(s) past retention", changes, events)
 
     def _push_changes(self, batch: Batch) -> None:
         """Send ``changes_task`` for one committed batch of changes (a listener of the store)."""

@@ -178,7 +178,10 @@ def test_a_consumer_following_the_feed_misses_nothing_while_writers_race(
 
 
 def test_changes_and_applied_events_past_their_retention_are_pruned(
-    database_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
+    database_url: str,
+    tmp_path: Path,
+    served: tuple[SyntheticSource, SourceServer],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ingestion = make(database_url, tmp_path, served[1].url)
     cycle(ingestion)
@@ -196,7 +199,9 @@ def test_changes_and_applied_events_past_their_retention_are_pruned(
     ingestion.reconcile()
     assert len(ingestion.store.changes(limit=10_000)) == count
     # With a retention of a millisecond, the first tick of a process prunes all changes and
-    # the applied event, but never an event still waiting to be applied
+    # the applied event (in batches of 50 here, one after the other), but never an event
+    # still waiting to be applied
+    monkeypatch.setattr("ingestion.app.PRUNE_BATCH", 50)
     hasty = make(
         database_url, tmp_path, served[1].url, changes_retention="1ms", events_retention="1ms"
     )
