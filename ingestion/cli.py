@@ -30,6 +30,7 @@ from ingestion.api import (
     provider_detail,
     step_result,
 )
+from ingestion.api.bodies import EventDetail, EventRecord
 from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
 from ingestion.cli_output import dump, duration, entity_table, err, out, status_table, when
@@ -43,6 +44,7 @@ from ingestion.errors import (
 from ingestion.loader import APP_ENV, load_ingestion
 from ingestion.state import BurstOutcome
 from ingestion.store import Doorbell, ErrorKind
+from ingestion.store.events import EventStatus
 
 cli = typer.Typer(
     name="ingestion",
@@ -404,6 +406,53 @@ def api(
         log_config=None,  # keep the logging set up by the callback
         server_header=False,
     )
+
+
+@cli.command()
+def events(
+    ctx: typer.Context,
+    event_id: Annotated[
+        int | None, typer.Argument(help="Show this event in full, with its payload.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
+    before: Annotated[int | None, typer.Option(help="Only events older than this id.")] = None,
+    status: Annotated[
+        EventStatus | None, typer.Option(help="pending (not applied yet) or applied.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Events received from sources, newest first, and what each provider made of them."""
+    ingestion = _ingestion(ctx)
+    if event_id is not None:
+        found = ingestion.store.event(event_id)
+        if found is None:
+            fail(f"no event {event_id}")
+        dump(EventDetail.model_validate(found))
+        return
+    rows = [
+        EventRecord.model_validate(r)
+        for r in ingestion.store.recent_events(
+            limit=limit, before=before, status=status.value if status else None
+        )
+    ]
+    if as_json:
+        dump(rows)
+        return
+    table = Table("id", "topic", "delivery", "status", "received", "applied", "result")
+    for row in rows:
+        result = "; ".join(f"{k}: {v}" for k, v in sorted((row.result or {}).items()))
+        table.add_row(
+            str(row.id),
+            row.topic,
+            row.delivery_id,
+            row.status,
+            when(row.received_at),
+            when(row.applied_at),
+            result or ("no provider took it" if row.status == "applied" else ""),
+        )
+    out.print(table)
+    if len(rows) == limit:
+        out.print(f"older events: --before {rows[-1].id}")
 
 
 @cli.command()

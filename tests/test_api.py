@@ -151,6 +151,8 @@ ROUTES = [
     ("GET", "/incremental/providers/services/bursts"),
     ("GET", "/entities"),
     ("GET", "/changes"),
+    ("GET", "/incremental/events"),
+    ("GET", "/incremental/events/1"),
     ("GET", "/entities/component:default/service-0000001"),
     ("GET", "/metrics"),
 ]

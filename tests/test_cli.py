@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from ingestion import Settings
 from ingestion.store import Store
 from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.paths import ROOT
@@ -377,3 +378,27 @@ def test_changes_follow_prints_changes_as_they_commit(cli: Cli, source: Syntheti
     kinds = [c["kind"] for c in followed]
     assert kinds.count("changed") == 540 and kinds.count("removed") == 60
     assert all(c["id"] > last for c in followed)
+
+
+def test_events_lists_what_sources_sent_and_shows_one_in_full(
+    cli: Cli, source_server: SourceServer
+) -> None:
+    cli("run", "services")
+    from providers.synthetic import synthetic_event
+    from tests.support.synthetic_app import build
+
+    ingestion = build(
+        Settings(database_url=cli.database_url, broker_dir=cli.tmp_path / "broker"),
+        [{"name": "services", "url": source_server.url, "per_page": 50, "options": FAST}],
+    )
+    accepted = ingestion.accept_event(
+        "synthetic", synthetic_event(source_server.url, removed=[4]), delivery_id="cli-1"
+    )
+    ingestion.apply_events("test/1")
+    ingestion.close()
+
+    listed = cli("events").stdout
+    assert "cli-1" in listed and "applied" in listed and "removed 1" in listed
+    shown = json.loads(cli("events", str(accepted.id)).stdout)
+    assert shown["payload"]["removed"] == [4] and shown["status"] == "applied"
+    assert "no event 424242" in cli("events", "424242", code=1).stderr

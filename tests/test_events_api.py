@@ -175,3 +175,35 @@ def test_changes_are_read_after_an_id_a_page_at_a_time(api: Api) -> None:
     assert first["items"][0]["entity"]["metadata"]["name"] == "service-0000000"
     bad = httpx.get(f"{api.url}/changes", params={"after": -1}, headers=headers)
     assert bad.status_code == 422
+
+
+def test_stored_events_are_listed_newest_first_with_what_each_provider_did(api: Api) -> None:
+    api.ingestion.register_providers()
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    first = api.event(synthetic_event(api.source_url, added=[1])).json()["id"]
+    api.ingestion.apply_events("test/1")
+    second = api.event(synthetic_event(api.source_url, removed=[1]), **{"X-Delivery-Id": "x-2"})
+    second_id = second.json()["id"]
+
+    listed = httpx.get(f"{api.url}/incremental/events", headers=headers, timeout=10).json()
+    assert [e["id"] for e in listed["items"]] == [second_id, first]
+    assert listed["items"][0]["status"] == "pending" and listed["items"][0]["result"] is None
+    assert listed["items"][1]["result"] == {
+        "services": "added 1, changed 0, unchanged 0, removed 0"
+    }
+    assert "payload" not in listed["items"][0]
+    waiting = httpx.get(
+        f"{api.url}/incremental/events", params={"status": "pending"}, headers=headers
+    ).json()
+    assert [e["id"] for e in waiting["items"]] == [second_id]
+    one = httpx.get(f"{api.url}/incremental/events/{second_id}", headers=headers).json()
+    assert one["delivery_id"] == "x-2"
+    assert one["payload"] == synthetic_event(api.source_url, removed=[1])
+    assert "authorization" not in one["headers"]
+    missing = httpx.get(f"{api.url}/incremental/events/999999", headers=headers)
+    assert missing.status_code == 404 and "no event 999999" in missing.json()["error"]
+    # The events token only delivers; it reads nothing
+    denied = httpx.get(
+        f"{api.url}/incremental/events", headers={"Authorization": f"Bearer {EVENTS}"}
+    )
+    assert denied.status_code == 401

@@ -42,6 +42,9 @@ from ingestion.api.bodies import (
     ErrorRules,
     Errors,
     EventAccepted,
+    EventDetail,
+    EventRecord,
+    Events,
     Health,
     Kept,
     ProviderDetail,
@@ -70,6 +73,7 @@ from ingestion.app import IncrementalIngestion
 from ingestion.catalog import CatalogEntity
 from ingestion.errors import DatabaseUnavailable, InsecureConfiguration, UnknownProvider
 from ingestion.store import Doorbell, ErrorKind, stats
+from ingestion.store.events import EventStatus
 from ingestion.web import SAFE_METHODS, Sessions, cross_site
 from ingestion.web import install as install_page
 
@@ -362,6 +366,27 @@ def _admin_router(ingestion: IncrementalIngestion) -> APIRouter:  # noqa: C901 -
     def entities_page(rows: list[dict[str, Any]], limit: int) -> Entities:
         items = [CatalogEntity.from_row(r) for r in rows]
         return Entities(items=items, next_after=items[-1].ref if len(items) == limit else None)
+
+    @router.get("/events", response_model=Events, tags=["events"])
+    def events(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+        status: Annotated[EventStatus | None, Query()] = None,
+    ) -> Events:
+        """Stored events, newest first, with what each provider made of them."""
+        rows = ingestion.store.recent_events(
+            limit=limit, before=before, status=status.value if status else None
+        )
+        items = [EventRecord.model_validate(r) for r in rows]
+        return Events(items=items, next_before=items[-1].id if len(items) == limit else None)
+
+    @router.get("/events/{event_id}", response_model=EventDetail, tags=["events"])
+    def event(event_id: Annotated[int, FastApiPath(ge=1, le=MAX_ID)]) -> EventDetail:
+        """One stored event, with its payload and headers."""
+        row = ingestion.store.event(event_id)
+        if row is None:
+            raise HTTPException(404, f"no event {event_id}")
+        return EventDetail.model_validate(row)
 
     @router.get("/providers/{name}/held-removals", response_model=Entities)
     def held_removals(

@@ -226,6 +226,34 @@ class Changes(BaseModel):
     )
 
 
+class EventRecord(BaseModel):
+    """A stored event and what each provider made of it."""
+
+    id: int
+    topic: str
+    delivery_id: str
+    status: str = Field(description="pending (not applied yet) or applied")
+    result: dict[str, str] | None = Field(
+        None,
+        description="Per provider that took it: what it wrote, or why it was rejected or "
+        "failed. Empty when no provider took it.",
+    )
+    received_at: datetime
+    applied_at: datetime | None = None
+
+
+class EventDetail(EventRecord):
+    payload: Any
+    headers: dict[str, str] = Field(description="As received, without credentials.")
+
+
+class Events(BaseModel):
+    items: list[EventRecord]
+    next_before: int | None = Field(
+        None, description="Ask again with before=next_before for older events."
+    )
+
+
 class EventAccepted(BaseModel):
     id: int = Field(description="The stored event's id.")
     duplicate: bool = Field(

@@ -130,6 +130,23 @@ def get(conn: Connection, event_id: int) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
+def recent(
+    conn: Connection, *, limit: int, before: int | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Stored events, newest first, without their payload; page with ``before`` = the last id."""
+    e = m.events.c
+    stmt = (
+        select(e.id, e.topic, e.delivery_id, e.status, e.result, e.received_at, e.applied_at)
+        .order_by(e.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        stmt = stmt.where(e.id < before)
+    if status is not None:
+        stmt = stmt.where(e.status == status)
+    return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
 def last_event_id(conn: Connection, provider: str) -> int:
     """The last event applied to ``provider``'s entities (0: none yet)."""
     p = m.providers.c

@@ -350,6 +350,13 @@ class Store:
         with self.db.read() as conn:
             return events.oldest_pending(conn)
 
+    def recent_events(
+        self, *, limit: int = 50, before: int | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored events, newest first (payloads left out); page with ``before``."""
+        with self.db.read() as conn:
+            return events.recent(conn, limit=limit, before=before, status=status)
+
     def event(self, event_id: int) -> dict[str, Any] | None:
         with self.db.read() as conn:
             return events.get(conn, event_id)
