@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from ingestion.errors import ConfigurationError, EventRejected
+from sqlalchemy.exc import SQLAlchemyError
+
+from ingestion.errors import ConfigurationError, DatabaseUnavailable, EventRejected
 from ingestion.preparing import prepare_page
 from ingestion.provider import (
     EntityIteratorResult,
@@ -26,19 +28,27 @@ from ingestion.provider import (
     handles_events,
 )
 from ingestion.store import Store
-from ingestion.store.events import Accepted, ProviderDelta, StoredEvent
+from ingestion.store.events import Accepted, Lease, LeaseGone, ProviderDelta, StoredEvent
 
 log = logging.getLogger("ingestion.events")
 
 #: The lease the event applier holds while it applies events.
 APPLIER_LOCK = "event-applier"
-#: Events read from the database at a time by the applier.
-BATCH = 100
+#: Events read from the database at a time by the applier (each with its payload).
+BATCH = 20
+#: The most entities and refs one event may add and remove together.
+MAX_DELTA = 10_000
+#: The longest ref (``catalog_entities.ref``).
+MAX_REF = 512
 
 _TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Headers that carry credentials, or a signature that would let someone replay the request:
 # never stored, never passed to a provider.
-_SECRET_HEADER = re.compile(r"authorization|cookie|signature|token|secret|api[-_]?key", re.I)
+_SECRET_HEADER = re.compile(
+    r"authorization|cookie|signature|token|secret|api[-_]?key|password|credential|session"
+    r"|jwt|assertion|oidc|hmac",
+    re.I,
+)
 #: Headers a delivery id is read from, in order (GitHub's first).
 DELIVERY_HEADERS = ("x-github-delivery", "x-delivery-id", "idempotency-key")
 
@@ -98,30 +108,55 @@ class EventApplier:
     def apply_pending(self, owner: str) -> int:
         """Apply every stored event not applied yet, oldest first; how many were applied.
 
-        Returns 0 at once when another worker holds the applier's lease: it applies them.
+        Returns at once when another worker holds the applier's lease: it applies them. An
+        event the database refuses (a value too long for a column, say) is marked ``failed``
+        with the reason, and the next one is applied: one bad event does not hold up the rest.
         """
-        if not self.store.take_lock(APPLIER_LOCK, owner, self.lease):
-            return 0
+        lease = Lease(APPLIER_LOCK, f"{owner}/{uuid.uuid4().hex[:12]}", self.lease)
         applied = 0
-        try:
-            while True:
-                batch = self.store.pending_events(BATCH)
-                for stored in batch:
-                    deltas, results = self.offer(stored)
-                    done = self.store.apply_event(stored, deltas, results)
-                    applied += 1
-                    log.info(
-                        "event %s (%s, delivery %s): %s",
-                        stored.id,
-                        stored.topic,
-                        stored.delivery_id,
-                        "; ".join(f"{k}: {v}" for k, v in sorted(done.results.items()))
-                        or "no provider took it",
-                    )
-                if len(batch) < BATCH or not self.store.take_lock(APPLIER_LOCK, owner, self.lease):
-                    return applied
-        finally:
-            self.store.release_lock(APPLIER_LOCK, owner)
+        while True:
+            if not self.store.take_lock(lease.name, lease.owner, lease.ttl):
+                return applied
+            try:
+                applied += self._apply_all(lease)
+            except LeaseGone as exc:
+                log.warning("event applier stopped: %s; another worker goes on", exc)
+                return applied
+            finally:
+                self.store.release_lock(lease.name, lease.owner)
+            # An event accepted while the lease was about to be released was announced to
+            # an applier that found the lease held: look once more.
+            if not self.store.pending_events(1):
+                return applied
+
+    def _apply_all(self, lease: Lease) -> int:
+        applied = 0
+        while True:
+            batch = self.store.pending_events(BATCH)
+            for stored in batch:
+                deltas, results = self.offer(stored)
+                try:
+                    done = self.store.apply_event(stored, deltas, results, lease)
+                except DatabaseUnavailable:
+                    raise  # the event stays pending; the next run applies it
+                except SQLAlchemyError as exc:
+                    reason = str(getattr(exc, "orig", None) or exc).split("\n", 1)[0][:300]
+                    log.error("event %s could not be applied: %s", stored.id, reason)
+                    self.store.fail_event(stored.id, reason)
+                    continue
+                if done is None:
+                    continue  # applied by another worker meanwhile
+                applied += 1
+                log.info(
+                    "event %s (%s, delivery %s): %s",
+                    stored.id,
+                    stored.topic,
+                    stored.delivery_id,
+                    "; ".join(f"{k}: {v}" for k, v in sorted(done.results.items()))
+                    or "no provider took it",
+                )
+            if len(batch) < BATCH:
+                return applied
 
     def offer(self, stored: StoredEvent) -> tuple[dict[str, ProviderDelta], dict[str, str]]:
         """Each provider's delta for ``stored``, prepared; and a word per provider that took
@@ -136,24 +171,41 @@ class EventApplier:
             where = f"provider {name!r}, event {stored.id} ({stored.topic})"
             try:
                 delta = provider.on_event(event)
+                if delta is None:
+                    continue
+                deltas[name] = _prepare(name, delta, where)
             except EventRejected as exc:
                 log.warning("%s: event rejected: %s", where, exc)
                 results[name] = f"rejected: {exc}"
-                continue
             except Exception as exc:
                 log.exception("%s: on_event failed", where)
                 results[name] = f"failed: {type(exc).__name__}: {exc}"[:500]
-                continue
-            if delta is None:
-                continue
-            if not isinstance(delta, EventDelta):
-                results[name] = (
-                    f"failed: on_event returned {type(delta).__name__}, expected EventDelta or None"
-                )
-                continue
-            removed = [ref.lower() for ref in delta.removed if isinstance(ref, str)]
-            page = prepare_page(
-                name, EntityIteratorResult(done=False, entities=delta.added), 0, where=where
-            )
-            deltas[name] = ProviderDelta(page, removed)
         return deltas, results
+
+
+def _prepare(name: str, delta: object, where: str) -> ProviderDelta:
+    """A provider's delta checked and prepared; :class:`EventRejected` says what is wrong."""
+    if not isinstance(delta, EventDelta):
+        raise EventRejected(
+            f"on_event returned {type(delta).__name__}, expected EventDelta or None"
+        )
+    added, removed = delta.added, delta.removed
+    if isinstance(added, (str, bytes, Mapping)) or not isinstance(added, Sequence):
+        raise EventRejected(f"EventDelta.added must be a list, got {type(added).__name__}")
+    if isinstance(removed, (str, bytes)) or not isinstance(removed, Sequence):
+        raise EventRejected(f"EventDelta.removed must be a list, got {type(removed).__name__}")
+    if len(added) + len(removed) > MAX_DELTA:
+        raise EventRejected(
+            f"the delta holds {len(added) + len(removed)} entities and refs; "
+            f"{MAX_DELTA} at most (a cycle reads larger changes)"
+        )
+    refs: list[str] = []
+    for position, ref in enumerate(removed):
+        if not isinstance(ref, str) or not ref or len(ref) > MAX_REF:
+            raise EventRejected(
+                f"EventDelta.removed[{position}] must be a ref of 1-{MAX_REF} characters, "
+                f"got {str(ref)[:80]!r}"
+            )
+        refs.append(ref.lower())
+    page = prepare_page(name, EntityIteratorResult(done=False, entities=added), 0, where=where)
+    return ProviderDelta(page, refs)

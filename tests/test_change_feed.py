@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from ingestion import DeferredEntity, EntityIteratorResult, IncrementalIngestion, Settings
 from ingestion.preparing import prepare_page
 from ingestion.store import Store
-from ingestion.store.events import ProviderDelta, StoredEvent
+from ingestion.store.events import Lease, ProviderDelta, StoredEvent
 from providers.synthetic import (
     SourceServer,
     SyntheticSource,
@@ -132,6 +132,8 @@ def test_a_consumer_following_the_feed_misses_nothing_while_writers_race(
     store = ingestion.store
     names = [f"writer-{i}" for i in range(4)]
     store.ensure_providers(names)
+    lease = Lease("race", "writers", timedelta(seconds=60))
+    assert store.take_lock(lease.name, lease.owner, lease.ttl)
     stop = threading.Event()
     seen: list[int] = []
 
@@ -157,8 +159,12 @@ def test_a_consumer_following_the_feed_misses_nothing_while_writers_race(
                 ],
             )
             delta = ProviderDelta(prepare_page(name, result, 0))
-            event = StoredEvent(0, "race", f"{name}-{round_}", {}, {})
-            store.apply_event(event, {name: delta}, {})
+            delivery = f"{name}-{round_}"
+            accepted = store.accept_event(
+                topic="race", payload={}, headers={}, delivery_id=delivery
+            )
+            event = StoredEvent(accepted.id, "race", delivery, {}, {})
+            assert store.apply_event(event, {name: delta}, {}, lease) is not None
 
     reader = threading.Thread(target=follow)
     reader.start()

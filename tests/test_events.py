@@ -383,3 +383,93 @@ def test_a_demo_providers_event_writes_what_its_cycle_reads(
         ("removed", demo_ref("libraries", 4))
     ]
     demo.close()
+
+
+def test_a_payload_that_is_a_json_string_is_stored_as_one(
+    ingestion: IncrementalIngestion,
+) -> None:
+    accepted = ingestion.accept_event("synthetic", "hello", announce=False)
+    assert ingestion.apply_events("test/1") == 1
+    stored = ingestion.store.event(accepted.id)
+    assert stored is not None
+    assert stored["payload"] == "hello" and stored["status"] == "applied"
+
+
+class Sloppy(Picky):
+    """Returns deltas that break the contract in the ways the payload asks for."""
+
+    def get_provider_name(self) -> str:
+        return "sloppy"
+
+    def on_event(self, event: Event) -> EventDelta | None:
+        if event.topic != "sloppy":
+            return None
+        how = event.payload["how"]
+        if how == "string":
+            return EventDelta(removed="component:default/x")  # type: ignore[arg-type]
+        if how == "long":
+            return EventDelta(removed=["component:default/" + "x" * 600])
+        if how == "nul":
+            entity = _deferred("nul").entity
+            return EventDelta(added=[_deferred_of({**entity, "spec": {"note": "a\x00b"}})])
+        return EventDelta(added=[_deferred(how)])
+
+
+def _deferred_of(entity: dict[str, Any]) -> Any:
+    from ingestion import DeferredEntity
+
+    return DeferredEntity(entity)
+
+
+def test_an_event_a_provider_or_the_database_cannot_take_does_not_hold_up_the_next(
+    database_url: str, tmp_path: Path, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    ingestion = make(database_url, tmp_path, small_source[1].url)
+    ingestion.add_provider(Sloppy(), **FAST)
+    ingestion.register_providers()
+    string = ingestion.accept_event("sloppy", {"how": "string"}, announce=False)
+    long = ingestion.accept_event("sloppy", {"how": "long"}, announce=False)
+    nul = ingestion.accept_event("sloppy", {"how": "nul"}, announce=False)
+    fine = ingestion.accept_event("sloppy", {"how": "fine"}, announce=False)
+
+    ingestion.apply_events("test/1")
+    assert (
+        "EventDelta.removed must be a list" in ingestion.store.event(string.id)["result"]["sloppy"]
+    )
+    assert "ref of 1-512 characters" in ingestion.store.event(long.id)["result"]["sloppy"]
+    after_nul = ingestion.store.event(nul.id)
+    if ingestion.store.dialect == "postgresql":
+        # Postgres refuses a NUL in text: the event failed, with the database's reason
+        assert after_nul["status"] == "failed"
+        assert after_nul["result"]["*"].startswith("failed: ")
+    else:
+        assert after_nul["status"] == "applied"
+    assert ingestion.store.event(fine.id)["status"] == "applied"
+    assert "component:default/fine" in set(ingestion.catalog.refs("sloppy"))
+    assert ingestion.store.pending_events() == []
+    ingestion.close()
+
+
+def test_an_applier_whose_lease_expired_applies_nothing_and_an_event_applies_once(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    from datetime import timedelta
+
+    from ingestion.store.events import Lease, LeaseGone, ProviderDelta
+
+    _, server = small_source
+    event_id = deliver(ingestion, server.url, "once", added=[5])
+    [stored] = ingestion.store.pending_events()
+    deltas, results = ingestion.events.offer(stored)
+    assert set(deltas) == {"services"} and isinstance(deltas["services"], ProviderDelta)
+    # A lease this applier does not hold (it expired and someone took it): nothing applies
+    stale = Lease(APPLIER_LOCK, "stale/1", timedelta(seconds=60))
+    with pytest.raises(LeaseGone):
+        ingestion.store.apply_event(stored, deltas, results, stale)
+    assert ingestion.catalog.get(service_ref(5)) is None
+    # The holder applies it once; a second try (a stale batch) finds it applied
+    held = Lease(APPLIER_LOCK, "holder/1", timedelta(seconds=60))
+    assert ingestion.store.take_lock(held.name, held.owner, held.ttl)
+    assert ingestion.store.apply_event(stored, deltas, results, held) is not None
+    assert ingestion.store.apply_event(stored, deltas, results, held) is None
+    assert [c["event_id"] for c in ingestion.store.changes()] == [event_id]

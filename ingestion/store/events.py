@@ -10,6 +10,7 @@ that cycle whose read began before the event does not undo them (see
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +33,11 @@ EVENTS_LOCK = 0x696E672E657674
 class EventStatus(StrEnum):
     PENDING = "pending"
     APPLIED = "applied"
+    FAILED = "failed"  # the database refused to apply it; kept, not retried
+
+
+class LeaseGone(Exception):
+    """The applier's lease expired and another worker may hold it: stop applying."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,8 @@ def accept(
         .values(
             topic=topic,
             delivery_id=delivery_id,
-            payload=payload,
+            # Encoded here: a payload that is itself a string must stay a JSON string.
+            payload=json.dumps(payload),
             headers=dict(headers),
             status=EventStatus.PENDING.value,
             received_at=tx.now,
@@ -154,14 +161,47 @@ def last_event_id(conn: Connection, provider: str) -> int:
     return int(found or 0)
 
 
+def _fence(tx: Tx, event_id: int, lease: Lease) -> bool:
+    """Renew the applier's lease and take the event, in the applying transaction: ``False``
+    when the event is no longer pending (another applier applied it); :class:`LeaseGone` when
+    the lease expired, so that two appliers never apply the same events at once."""
+    lk = m.locks.c
+    held = tx.conn.execute(
+        update(m.locks)
+        .where(lk.name == lease.name, lk.owner == lease.owner, lk.expires_at > tx.now)
+        .values(expires_at=tx.now + lease.ttl)
+    ).rowcount
+    if not held:
+        raise LeaseGone(f"the lease {lease.name!r} of {lease.owner} expired")
+    e = m.events.c
+    taken = tx.conn.execute(
+        update(m.events)
+        .where(e.id == event_id, e.status == EventStatus.PENDING.value)
+        .values(status=EventStatus.APPLIED.value, applied_at=tx.now)
+    ).rowcount
+    return bool(taken)
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    owner: str
+    ttl: timedelta
+
+
 def apply(
     tx: Tx,
     writer: EntityWriter,
     event: StoredEvent,
     deltas: Mapping[str, ProviderDelta],
     results: Mapping[str, str],
-) -> Applied:
-    """Apply one event: each provider's delta, its changes to the feed, the event applied."""
+    lease: Lease,
+) -> Applied | None:
+    """Apply one event: each provider's delta, its changes to the feed, the event applied.
+
+    ``None`` when the event was applied already (by an applier whose lease had expired)."""
+    if not _fence(tx, event.id, lease):
+        return None
     applied = Applied(results=dict(results))
     for provider, delta in sorted(deltas.items()):
         p = m.providers.c
@@ -208,11 +248,21 @@ def apply(
             f"removed {len(gone)}" + (f", rejected {len(problems)}" if problems else "")
         )
     tx.conn.execute(
-        update(m.events)
-        .where(m.events.c.id == event.id)
-        .values(status=EventStatus.APPLIED.value, applied_at=tx.now, result=applied.results)
+        update(m.events).where(m.events.c.id == event.id).values(result=applied.results)
     )
     return applied
+
+
+def fail(tx: Tx, event_id: int, reason: str) -> None:
+    """Record that the database refused to apply the event; the applier moves on."""
+    e = m.events.c
+    tx.conn.execute(
+        update(m.events)
+        .where(e.id == event_id, e.status == EventStatus.PENDING.value)
+        .values(
+            status=EventStatus.FAILED.value, applied_at=tx.now, result={"*": f"failed: {reason}"}
+        )
+    )
 
 
 def _touch(

@@ -78,6 +78,8 @@ class JSONDocument(TypeDecorator[Any]):
         return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql" and not isinstance(self, JSONText):
+            return value  # the driver decoded the jsonb: a str here is a JSON string
         return json.loads(value) if isinstance(value, str) else value
 
 

@@ -366,10 +366,17 @@ class Store:
         event: events.StoredEvent,
         deltas: Mapping[str, events.ProviderDelta],
         results: Mapping[str, str],
-    ) -> events.Applied:
-        """Apply one event to the providers' entities, in one transaction."""
+        lease: events.Lease,
+    ) -> events.Applied | None:
+        """Apply one event to the providers' entities, in one transaction, if ``lease`` is
+        still held and the event still pending (``None`` if it is not pending)."""
         with self.db.write() as tx:
-            return events.apply(tx, self.entity_writer, event, deltas, results)
+            return events.apply(tx, self.entity_writer, event, deltas, results, lease)
+
+    def fail_event(self, event_id: int, reason: str) -> None:
+        """Mark an event the database refused to apply as failed, with the reason."""
+        with self.db.write() as tx:
+            events.fail(tx, event_id, reason)
 
     def last_event_id(self, provider: str) -> int:
         with self.db.read() as conn:
