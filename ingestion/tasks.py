@@ -9,6 +9,7 @@ from celery import Celery, Task
 from celery.utils.log import get_task_logger
 
 from ingestion.errors import DatabaseUnavailable
+from ingestion.events import clean_headers, delivery_id_of
 
 if TYPE_CHECKING:
     from ingestion.app import IncrementalIngestion
@@ -91,13 +92,15 @@ def register_tasks(app: Celery, ingestion: IncrementalIngestion) -> dict[str, Ta
         delivery_id: str | None = None,
     ) -> dict[str, Any]:
         """Accept one event from the source (``celery call ingestion.event``) and apply the
-        events waiting. Without a ``delivery_id`` the task's id is one: a redelivered message
-        is applied once."""
+        events waiting. The delivery id is ``delivery_id``, else one the headers carry
+        (``X-GitHub-Delivery``, ...), else the task's id: a redelivered message is applied
+        once."""
+        kept = clean_headers(headers)
         accepted = ingestion.accept_event(
             topic,
             payload,
-            headers=headers,
-            delivery_id=delivery_id or self.request.id,
+            headers=kept,
+            delivery_id=delivery_id or delivery_id_of(kept) or self.request.id,
             announce=False,
         )
         applied = ingestion.apply_events(_owner(self))

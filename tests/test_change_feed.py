@@ -279,3 +279,20 @@ def test_a_store_without_changes_writes_no_feed_row(tmp_path: Path) -> None:
     store.ensure_providers(["a"])
     assert store.changes() == [] and store.last_change_id() == 0
     store.dispose()
+
+
+def test_ids_are_never_handed_out_again_after_the_feed_was_pruned_empty(
+    database_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
+) -> None:
+    ingestion = make(database_url, tmp_path, served[1].url)
+    cycle(ingestion)
+    last = ingestion.store.last_change_id()
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    while any(ingestion.store.prune_history(changes_before=later, events_before=later, limit=500)):
+        pass
+    assert ingestion.store.changes() == []
+    # A follower that stopped at ``last`` must see the next change
+    served[0].version = 1
+    cycle(ingestion)
+    assert ingestion.store.changes(limit=1)[0]["id"] > last
+    ingestion.close()

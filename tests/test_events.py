@@ -473,3 +473,33 @@ def test_an_applier_whose_lease_expired_applies_nothing_and_an_event_applies_onc
     assert ingestion.store.apply_event(stored, deltas, results, held) is not None
     assert ingestion.store.apply_event(stored, deltas, results, held) is None
     assert [c["event_id"] for c in ingestion.store.changes()] == [event_id]
+
+
+def test_a_delivery_id_is_unique_per_topic(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    first = ingestion.accept_event("synthetic", {}, delivery_id="1", announce=False)
+    other = ingestion.accept_event("inventory", {}, delivery_id="1", announce=False)
+    again = ingestion.accept_event("synthetic", {}, delivery_id="1", announce=False)
+    assert not other.duplicate and other.id != first.id
+    assert again.duplicate and again.id == first.id
+
+
+def test_the_event_task_takes_the_delivery_id_from_the_headers_before_its_own_id(
+    ingestion: IncrementalIngestion, small_source: tuple[SyntheticSource, SourceServer]
+) -> None:
+    from ingestion.tasks import EVENT
+
+    payload = synthetic_event(small_source[1].url, added=[9])
+    headers = {"X-GitHub-Delivery": "relayed-1", "Authorization": "Bearer not-kept"}
+    results = [
+        ingestion.tasks[EVENT]
+        .apply(kwargs={"topic": "synthetic", "payload": payload, "headers": headers})
+        .get(timeout=30)
+        for _ in range(2)
+    ]
+    assert [r["duplicate"] for r in results] == [False, True]
+    stored = ingestion.store.event(results[0]["id"])
+    assert stored is not None and stored["delivery_id"] == "relayed-1"
+    assert "authorization" not in stored["headers"]
+    assert list(ingestion.catalog.refs("services")) == [service_ref(9)]

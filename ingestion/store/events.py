@@ -84,7 +84,7 @@ def accept(
     headers: Mapping[str, str],
     delivery_id: str,
 ) -> Accepted:
-    """Store an event unless its delivery id is stored already.
+    """Store an event unless its delivery id is stored already for its topic.
 
     On Postgres the ids of events are drawn under a transaction lock, as the change feed's
     are: an event's id is below that of every event accepted after it, so applying them in id
@@ -104,12 +104,14 @@ def accept(
             status=EventStatus.PENDING.value,
             received_at=tx.now,
         )
-        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .on_conflict_do_nothing(index_elements=["topic", "delivery_id"])
         .returning(e.id)
     ).scalar()
     if new is not None:
         return Accepted(int(new), duplicate=False)
-    found = tx.conn.execute(select(e.id).where(e.delivery_id == delivery_id)).scalar_one()
+    found = tx.conn.execute(
+        select(e.id).where(e.topic == topic, e.delivery_id == delivery_id)
+    ).scalar_one()
     return Accepted(int(found), duplicate=True)
 
 

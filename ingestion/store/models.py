@@ -254,6 +254,8 @@ changes = Table(
     Column("entity", JSONText(), nullable=True),
     _created(),
     Index("ix_catalog_changes_created_at", "created_at"),
+    # SQLite would hand out a pruned id again once the table is empty: never.
+    sqlite_autoincrement=True,
 )
 
 # Events accepted from sources, stored before they are acknowledged; applied in id order.
@@ -264,8 +266,8 @@ events = Table(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
     Column("topic", String(255), nullable=False),
-    # A redelivery carries the same id: the database refuses to store it twice.
-    Column("delivery_id", String(255), nullable=False, unique=True),
+    # A redelivery carries the same id (per topic): the database refuses to store it twice.
+    Column("delivery_id", String(255), nullable=False),
     Column("payload", JSONDocument(), nullable=False),
     Column("headers", JSONDocument(), nullable=False),  # credentials removed
     Column("status", String(16), nullable=False),  # pending, applied
@@ -273,6 +275,8 @@ events = Table(
     Column("received_at", UTCDateTime(), nullable=False),
     Column("applied_at", UTCDateTime(), nullable=True),
     Index("ix_ingestion_events_status_id", "status", "id"),
+    UniqueConstraint("topic", "delivery_id", name="uq_ingestion_events_topic_delivery"),
+    sqlite_autoincrement=True,
 )
 
 # What events last did to a provider's entities: a page read before that event must not undo

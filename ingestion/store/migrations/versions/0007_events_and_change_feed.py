@@ -4,8 +4,8 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02
 
-``ingestion_events`` stores each accepted event before it is acknowledged, unique by delivery
-id; ``ingestion_event_touches`` remembers what events last did to a provider's entities, so a
+``ingestion_events`` stores each accepted event before it is acknowledged, unique by topic and
+delivery id; ``ingestion_event_touches`` remembers what events last did to a provider's entities, so a
 page read before an event does not undo it. ``catalog_changes`` is the change feed: one row per
 change to the catalog, written in the change's transaction. ``ingestion_locks`` holds named
 leases (the event applier). Existing rows are not rewritten; the feed begins empty.
@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("entity", JSONText()),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_catalog_changes"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_catalog_changes_created_at", "catalog_changes", ["created_at"])
     op.create_table(
@@ -57,7 +58,8 @@ def upgrade() -> None:
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.Column("applied_at", UTCDateTime()),
         sa.PrimaryKeyConstraint("id", name="pk_ingestion_events"),
-        sa.UniqueConstraint("delivery_id", name="uq_ingestion_events_delivery_id"),
+        sa.UniqueConstraint("topic", "delivery_id", name="uq_ingestion_events_topic_delivery"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_ingestion_events_status_id", "ingestion_events", ["status", "id"])
     op.create_table(
