@@ -21,9 +21,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
 
 from ingestion.store import models as m
+from ingestion.store.models import UTCDateTime
 
 if TYPE_CHECKING:
     from ingestion.entities import PreparedEntity
@@ -149,6 +160,71 @@ def record(db: Database, tx: Tx) -> Batch:
         return Batch(int(first), int(last), int(count), providers)
     ids = list(tx.conn.scalars(insert(m.changes).returning(m.changes.c.id), rows))
     return Batch(min(ids), max(ids), len(ids), providers)
+
+
+def remove_where(
+    tx: Tx,
+    scope: ColumnElement[bool],
+    provider: str,
+    source: ChangeSource,
+    *,
+    cycle_id: int | None = None,
+) -> int:
+    """Delete the entities ``scope`` selects and record each removal in the feed, in the
+    database: a sweep of a million entities holds none of their refs in Python. How many."""
+    e = m.entities.c
+    columns = ["ref", "kind", "provider", "source", "cycle_id", "created_at"]
+    constants = (
+        literal(ChangeKind.REMOVED.value),
+        literal(provider),
+        literal(source.value),
+        literal(cycle_id, BigInteger),
+        literal(tx.now, UTCDateTime()),
+    )
+    c = m.changes.c
+    if tx.conn.dialect.name == "postgresql":
+        tx.conn.execute(select(func.pg_advisory_xact_lock(FEED_LOCK)))
+        gone = delete(m.entities).where(scope).returning(e.ref).cte("gone")
+        written = (
+            insert(m.changes)
+            .from_select(columns, select(gone.c.ref, *constants).order_by(gone.c.ref))
+            .returning(c.id)
+            .cte("written")
+        )
+        first, last, count = tx.conn.execute(
+            select(func.min(written.c.id), func.max(written.c.id), func.count()).select_from(
+                written
+            )
+        ).one()
+    else:
+        # One writer at a time: every id this insert hands out is above the largest so far.
+        before = last_id(tx.conn)
+        tx.conn.execute(
+            insert(m.changes).from_select(
+                columns, select(e.ref, *constants).where(scope).order_by(e.ref)
+            )
+        )
+        first, last, count = tx.conn.execute(
+            select(func.min(c.id), func.max(c.id), func.count()).where(c.id > before)
+        ).one()
+        removed = tx.conn.execute(delete(m.entities).where(scope)).rowcount
+        assert removed == count, (removed, count)
+    if count:
+        tx.recorded.append(Batch(int(first), int(last), int(count), (provider,)))
+    return int(count)
+
+
+def merged(batches: Sequence[Batch]) -> Batch | None:
+    """One batch for all a transaction recorded; ``None`` if it recorded nothing."""
+    if not batches:
+        return None
+    providers = tuple(sorted({p for b in batches for p in b.providers}))
+    return Batch(
+        min(b.first for b in batches),
+        max(b.last for b in batches),
+        sum(b.count for b in batches),
+        providers,
+    )
 
 
 def read(conn: Connection, *, after: int, limit: int) -> list[dict[str, Any]]:

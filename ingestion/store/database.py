@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from ingestion.errors import DatabaseUnavailable
-from ingestion.store.changes import Batch, record
+from ingestion.store.changes import Batch, merged, record
 
 log = logging.getLogger("ingestion.store")
 
@@ -102,6 +102,8 @@ class Tx:
     conn: Connection
     now: datetime
     changes: list[dict[str, Any]] = field(default_factory=list)
+    # Batches already written to the feed by set-based statements (changes.remove_where).
+    recorded: list[Batch] = field(default_factory=list)
 
 
 class Database:
@@ -121,14 +123,14 @@ class Database:
         A database that cannot be reached, or that drops the connection, raises
         :class:`~ingestion.errors.DatabaseUnavailable`; nothing of the transaction commits.
         """
-        batch = None
         with _unavailable(), self.sql_engine.connect() as conn:
             conn.execution_options(ingestion_write=True)
             with conn.begin():
                 tx = Tx(conn, self.now(conn))
                 yield tx
                 if tx.changes:
-                    batch = record(self, tx)
+                    tx.recorded.append(record(self, tx))
+        batch = merged(tx.recorded)
         if batch is not None:
             for listener in self.change_listeners:
                 try:

@@ -82,7 +82,7 @@ def delete_closed_checkpoints(tx: Tx, name: str | None) -> int:
 
 def delete_entities(tx: Tx, provider: str) -> int:
     """Remove every entity ``provider`` owns, at once (no sweep guard applies)."""
-    e = m.entities.c
-    refs = list(tx.conn.scalars(delete(m.entities).where(e.provider == provider).returning(e.ref)))
-    changes.removed(tx, provider, ChangeSource.OPERATOR, refs)
-    return len(refs)
+    # The provider's row lock orders this against its page commits and events.
+    t.lock_provider(tx, provider)
+    scope = m.entities.c.provider == provider
+    return changes.remove_where(tx, scope, provider, ChangeSource.OPERATOR)

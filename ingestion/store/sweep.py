@@ -110,9 +110,9 @@ def sweep_unmarked(tx: Tx, claim: Claim, options: ProviderOptions) -> SweepResul
             scope = and_(scope, e.mark_cycle >= blocked_cycle)
     removed = 0
     if scope is not None:
-        refs = list(tx.conn.scalars(delete(m.entities).where(scope).returning(e.ref)))
-        changes.removed(tx, claim.provider, ChangeSource.SWEEP, refs, cycle_id=cycle)
-        removed = len(refs)
+        removed = changes.remove_where(
+            tx, scope, claim.provider, ChangeSource.SWEEP, cycle_id=cycle
+        )
     _forget_touches(tx, claim.provider, cycle)
     blocked = eligible - removed if decision.blocked_reason else 0
     tx.conn.execute(
@@ -169,13 +169,8 @@ def approve_held(tx: Tx, name: str) -> int:
     removed = 0
     if bound is not None:
         e = m.entities.c
-        refs = list(
-            tx.conn.scalars(
-                delete(m.entities).where(e.provider == name, e.mark_cycle < bound).returning(e.ref)
-            )
-        )
-        changes.removed(tx, name, ChangeSource.OPERATOR, refs)
-        removed = len(refs)
+        scope = and_(e.provider == name, e.mark_cycle < bound)
+        removed = changes.remove_where(tx, scope, name, ChangeSource.OPERATOR)
     _clear_block(tx, name)
     log.warning("provider %s: an operator approved %d held-back removal(s)", name, removed)
     return removed
