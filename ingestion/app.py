@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -254,7 +254,16 @@ class IncrementalIngestion:
         """
         if not self._registered:
             self.register_providers()
-        self._tend_events_and_history()
+        try:
+            return self._announce_due()
+        finally:
+            # After the due steps, and never in their way.
+            try:
+                self._tend_events_and_history()
+            except Exception as exc:
+                log.warning("reconciler: events and history not tended this tick: %s", exc)
+
+    def _announce_due(self) -> list[Doorbell]:
         depth = self.queue_depth() or 0
         # Not the room left in the queue: it also holds messages with a countdown (a rest
         # ending soon) that no worker may run yet, and they must not hold back first cycles.
@@ -348,14 +357,12 @@ class IncrementalIngestion:
         if time.monotonic() < self._next_prune:
             return
         self._next_prune = time.monotonic() + PRUNE_EVERY
-        now = datetime.now(UTC)
-        changes_for, events_for = self.settings.changes_retention, self.settings.events_retention
         stop = time.monotonic() + PRUNE_SECONDS
         changes = events = 0
         while True:
             pruned = self.store.prune_history(
-                changes_before=now - changes_for if changes_for else None,
-                events_before=now - events_for if events_for else None,
+                changes_older_than=self.settings.changes_retention,
+                events_older_than=self.settings.events_retention,
                 limit=PRUNE_BATCH,
             )
             changes, events = changes + pruned[0], events + pruned[1]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,14 +216,17 @@ def test_changes_and_applied_events_past_their_retention_are_pruned(
     assert hasty.store.event(applied.id) is None
     assert hasty.store.event(waiting.id)["status"] == "pending"
     # A batch at a time
-    later = datetime.now(UTC) + timedelta(seconds=5)
     served[0].version = 1
     cycle(ingestion)  # 120 changed, and 900 swept
-    assert ingestion.store.prune_history(changes_before=later, events_before=later, limit=100) == (
+    assert ingestion.store.prune_history(
+        changes_older_than=timedelta(0), events_older_than=timedelta(0), limit=100
+    ) == (
         100,
         0,
     )
-    assert ingestion.store.prune_history(changes_before=later, events_before=later, limit=100) == (
+    assert ingestion.store.prune_history(
+        changes_older_than=timedelta(0), events_older_than=timedelta(0), limit=100
+    ) == (
         21,
         0,
     )
@@ -287,8 +290,11 @@ def test_ids_are_never_handed_out_again_after_the_feed_was_pruned_empty(
     ingestion = make(database_url, tmp_path, served[1].url)
     cycle(ingestion)
     last = ingestion.store.last_change_id()
-    later = datetime.now(UTC) + timedelta(seconds=5)
-    while any(ingestion.store.prune_history(changes_before=later, events_before=later, limit=500)):
+    while any(
+        ingestion.store.prune_history(
+            changes_older_than=timedelta(0), events_older_than=timedelta(0), limit=500
+        )
+    ):
         pass
     assert ingestion.store.changes() == []
     # A follower that stopped at ``last`` must see the next change

@@ -207,3 +207,29 @@ def test_stored_events_are_listed_newest_first_with_what_each_provider_did(api: 
         f"{api.url}/incremental/events", headers={"Authorization": f"Bearer {EVENTS}"}
     )
     assert denied.status_code == 401
+
+
+def test_a_large_body_without_credentials_is_refused_before_it_is_read(api: Api) -> None:
+    body = b'"' + b"x" * (6 * 1024 * 1024) + b'"'
+    anonymous = api.event(body, token=None)
+    assert anonymous.status_code == 401
+    with_token = api.event(body)
+    assert with_token.status_code == 413
+
+
+def test_an_open_api_refuses_events_a_browser_sends_from_another_site(
+    database_url: str, tmp_path: Path, source_server: SourceServer
+) -> None:
+    ingestion = ingestion_for(database_url, tmp_path, source_server.url)
+    with serve(create_api(ingestion, insecure=True)) as url:
+        payload = json.dumps(synthetic_event(source_server.url, added=[1])).encode()
+        forged = httpx.post(
+            f"{url}/incremental/events/synthetic",
+            content=payload,
+            headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+            timeout=10,
+        )
+        local = httpx.post(f"{url}/incremental/events/synthetic", content=payload, timeout=10)
+    assert forged.status_code == 403 and "cross-site" in forged.json()["error"]
+    assert local.status_code == 202
+    ingestion.close()

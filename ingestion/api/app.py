@@ -456,6 +456,78 @@ def webhook_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+class _EventGate:
+    """Who may deliver an event: the events token, a webhook signature, or anyone (open API)."""
+
+    def __init__(
+        self, events_token: str | None, webhook_secret: str | None, open_api: bool
+    ) -> None:
+        self.events_token = events_token
+        self.webhook_secret = webhook_secret
+        self.open_api = open_api
+
+    def admit(self, request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+        """What can be decided before the body is read: refuse (401, 403), admit (``False``),
+        or admit once the body's signature is checked (``True``)."""
+        if self.webhook_secret and request.headers.get(SIGNATURE_HEADER) is not None:
+            return True
+        if credentials is not None and self.events_token:
+            if not hmac.compare_digest(
+                credentials.credentials.encode(), self.events_token.encode()
+            ):
+                raise HTTPException(
+                    401,
+                    "wrong bearer token: it does not match INGESTION_EVENTS_TOKEN",
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
+            return False
+        if self.open_api and not (self.events_token or self.webhook_secret):
+            if cross_site(request):
+                raise HTTPException(403, "refused a cross-site request to deliver an event")
+            return False
+        if not (self.events_token or self.webhook_secret):
+            raise HTTPException(
+                403,
+                "events are not enabled: set INGESTION_EVENTS_TOKEN (a bearer token for "
+                "senders) or INGESTION_WEBHOOK_SECRET (signed webhooks)",
+            )
+        wanted = " or ".join(
+            what
+            for what, given in (
+                ("'Authorization: Bearer <INGESTION_EVENTS_TOKEN>'", self.events_token),
+                (f"a {SIGNATURE_HEADER} signature", self.webhook_secret),
+            )
+            if given
+        )
+        raise HTTPException(401, f"an event needs {wanted}", headers={"WWW-Authenticate": "Bearer"})
+
+    def check_signature(self, request: Request, body: bytes) -> None:
+        assert self.webhook_secret is not None
+        expected = webhook_signature(self.webhook_secret, body)
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(
+                401,
+                f"the {SIGNATURE_HEADER} header does not match the body signed with "
+                "INGESTION_WEBHOOK_SECRET",
+            )
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused (413) as soon as it is known to be too large."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
+        raise HTTPException(413, f"an event body holds {MAX_EVENT_BYTES} bytes at most")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_EVENT_BYTES:
+            raise HTTPException(413, f"an event body holds {MAX_EVENT_BYTES} bytes at most")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _events_router(
     ingestion: IncrementalIngestion,
     *,
@@ -465,45 +537,7 @@ def _events_router(
 ) -> APIRouter:
     router = APIRouter(tags=["events"])
     bearer = HTTPBearer(auto_error=False, description="INGESTION_EVENTS_TOKEN")
-
-    def authorize(
-        request: Request, body: bytes, credentials: HTTPAuthorizationCredentials | None
-    ) -> None:
-        signature = request.headers.get(SIGNATURE_HEADER)
-        if webhook_secret and signature is not None:
-            expected = webhook_signature(webhook_secret, body)
-            if not hmac.compare_digest(signature.encode(), expected.encode()):
-                raise HTTPException(
-                    401,
-                    f"the {SIGNATURE_HEADER} header does not match the body signed with "
-                    "INGESTION_WEBHOOK_SECRET",
-                )
-            return
-        if credentials is not None and events_token:
-            if not hmac.compare_digest(credentials.credentials.encode(), events_token.encode()):
-                raise HTTPException(
-                    401,
-                    "wrong bearer token: it does not match INGESTION_EVENTS_TOKEN",
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-                )
-            return
-        if open_api and not (events_token or webhook_secret):
-            return
-        if not (events_token or webhook_secret):
-            raise HTTPException(
-                403,
-                "events are not enabled: set INGESTION_EVENTS_TOKEN (a bearer token for "
-                "senders) or INGESTION_WEBHOOK_SECRET (signed webhooks)",
-            )
-        wanted = " or ".join(
-            what
-            for what, given in (
-                ("'Authorization: Bearer <INGESTION_EVENTS_TOKEN>'", events_token),
-                (f"a {SIGNATURE_HEADER} signature", webhook_secret),
-            )
-            if given
-        )
-        raise HTTPException(401, f"an event needs {wanted}", headers={"WWW-Authenticate": "Bearer"})
+    gate = _EventGate(events_token, webhook_secret, open_api)
 
     @router.post(
         "/events/{topic}",
@@ -527,10 +561,11 @@ def _events_router(
         delivery id seen before (``X-GitHub-Delivery``, ``X-Delivery-Id`` or
         ``Idempotency-Key``) is answered 202 again and applied once.
         """
-        body = await request.body()
-        if len(body) > MAX_EVENT_BYTES:
-            raise HTTPException(413, f"an event body holds {MAX_EVENT_BYTES} bytes at most")
-        authorize(request, body, credentials)
+        # Credentials first: nobody gets a large body read without them.
+        signed = gate.admit(request, credentials)
+        body = await read_body(request)
+        if signed:
+            gate.check_signature(request, body)
         try:
             payload = json.loads(body)
         except ValueError as exc:

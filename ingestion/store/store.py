@@ -403,12 +403,21 @@ class Store:
             return changes.last_id(conn)
 
     def prune_history(
-        self, *, changes_before: datetime | None, events_before: datetime | None, limit: int
+        self,
+        *,
+        changes_older_than: timedelta | None,
+        events_older_than: timedelta | None,
+        limit: int,
     ) -> tuple[int, int]:
-        """Delete up to ``limit`` changes and applied events older than the given times."""
+        """Delete up to ``limit`` changes and applied events older than the given ages, by
+        the database's clock (``None``: keep them)."""
         with self.db.write() as tx:
             pruned = (
-                changes.prune(tx, before=changes_before, limit=limit) if changes_before else 0,
-                events.prune(tx, before=events_before, limit=limit) if events_before else 0,
+                changes.prune(tx, before=tx.now - changes_older_than, limit=limit)
+                if changes_older_than is not None
+                else 0,
+                events.prune(tx, before=tx.now - events_older_than, limit=limit)
+                if events_older_than is not None
+                else 0,
             )
         return pruned
