@@ -13,7 +13,7 @@ import pytest
 
 from ingestion import IncrementalIngestion, Settings
 from ingestion.api import InsecureConfiguration, create_api
-from ingestion.api.app import webhook_signature
+from ingestion.api.events import webhook_signature
 from ingestion.settings import EMBEDDED_BROKER
 from providers.synthetic import SourceServer, service_ref, synthetic_event
 from tests.support.api_server import serve

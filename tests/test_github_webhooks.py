@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from ingestion import IncrementalIngestion, Settings
 from ingestion.api import create_api
-from ingestion.api.app import webhook_signature
+from ingestion.api.events import webhook_signature
 from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import models as m
 from providers._names import entity_name

@@ -1,6 +1,6 @@
 """The admin HTTP API (see :mod:`ingestion.api.app`) and the bodies it answers with."""
 
-from ingestion.api.app import ApiSettings, create_api, database_message
+from ingestion.api.app import ApiSettings, create_api
 from ingestion.api.bodies import (
     ErrorRecord,
     ProviderDetail,
@@ -10,6 +10,7 @@ from ingestion.api.bodies import (
     provider_detail,
     step_result,
 )
+from ingestion.api.errors import database_message
 from ingestion.errors import InsecureConfiguration
 
 __all__ = [
