@@ -41,7 +41,9 @@ MAX_DELTA = 10_000
 #: The longest ref (``catalog_entities.ref``).
 MAX_REF = 512
 
-_TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: What a topic may be: 1-128 letters, digits, ".", "_" and "-", starting with a letter or digit.
+TOPIC_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_TOPIC = re.compile(TOPIC_PATTERN)
 # Headers that carry credentials, or a signature that would let someone replay the request:
 # never stored, never passed to a provider.
 _SECRET_HEADER = re.compile(

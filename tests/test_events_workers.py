@@ -51,6 +51,17 @@ def version_of(client: IncrementalIngestion, number: int) -> int:
     return int(found.entity["spec"]["version"])
 
 
+def first_cycle_done(
+    make: Callable[..., Workers], database_url: str, broker_url: str, server: SourceServer
+) -> tuple[Workers, IncrementalIngestion]:
+    """A worker ``w1`` that has completed the provider's first cycle, and the test's client."""
+    workers = make(database_url, broker_url, [spec(server)])
+    workers.start("w1")
+    client = client_ingestion(workers)
+    completed(client, 1)
+    return workers, client
+
+
 @pytest.mark.timeout(120)
 def test_events_during_a_workers_cycle_agree_with_its_pages_and_its_sweep(
     database_url: str,
@@ -60,10 +71,7 @@ def test_events_during_a_workers_cycle_agree_with_its_pages_and_its_sweep(
     workers_factory: Callable[..., Workers],
 ) -> None:
     source.count = 40  # four pages of ten
-    workers = workers_factory(database_url, redis_url, [spec(source_server)])
-    workers.start("w1")
-    client = client_ingestion(workers)
-    completed(client, 1)
+    _, client = first_cycle_done(workers_factory, database_url, redis_url, source_server)
 
     # Given the worker's second cycle, held while it reads page 2 (services 10-19)
     with page_held(source, 2, lambda: client.start("services")):
@@ -107,10 +115,7 @@ def test_an_event_accepted_while_no_worker_runs_is_applied_when_one_starts(
     workers_factory: Callable[..., Workers],
 ) -> None:
     source.count = 20
-    workers = workers_factory(database_url, redis_url, [spec(source_server)])
-    workers.start("w1")
-    client = client_ingestion(workers)
-    completed(client, 1)
+    workers, client = first_cycle_done(workers_factory, database_url, redis_url, source_server)
     workers.terminate("w1")
 
     # The service is down: the event is stored, and waits
@@ -139,10 +144,7 @@ def test_celery_call_delivers_an_event_and_a_redelivered_message_applies_once(
     workers_factory: Callable[..., Workers],
 ) -> None:
     source.count = 20
-    workers = workers_factory(pg_url, redis_url, [spec(source_server)])
-    workers.start("w1")
-    client = client_ingestion(workers)
-    completed(client, 1)
+    workers, client = first_cycle_done(workers_factory, pg_url, redis_url, source_server)
     before = client.store.last_change_id()
 
     # The same message twice (a broker redelivers it: same task id)

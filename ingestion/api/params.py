@@ -12,6 +12,8 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator
 
+from ingestion.events import TOPIC_PATTERN
+
 #: The widths of the columns these parameters are compared with (see ``store.models``).
 MAX_REF = 512
 MAX_PROVIDER = 255
@@ -97,7 +99,7 @@ RuleFilter = Annotated[
 TopicPath = Annotated[
     str,
     Path(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        pattern=f"^{TOPIC_PATTERN}$",
         description="The event's topic: github for GitHub's webhooks.",
     ),
 ]
