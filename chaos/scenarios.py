@@ -303,17 +303,22 @@ def postgres_stop(lab: Lab) -> Cycle:
 # -- the provider and the source --------------------------------------------------------
 
 
-def next_hangs(lab: Lab) -> Cycle:
+def _provider_misbehaves(lab: Lab, control: str, error: str, failure: str) -> Cycle:
+    """Mid-burst, tell the provider to misbehave once (the ``control`` file); the cycle must
+    complete, and a burst must have failed with ``error``."""
     burst = _mid_burst(lab)
     started = time.time()
-    (lab.control / "hang").write_text("")
+    (lab.control / control).write_text("")
     lab.fault(started, started, before=burst["id"] - 1)
     cycle = lab.wait_completed(after=started)
-    raise_unless(
-        _burst_error(lab, burst["id"] - 1, "outran its time limit"),
-        "no burst failed with 'outran its time limit'",
-    )
+    raise_unless(_burst_error(lab, burst["id"] - 1, error), failure)
     return cycle
+
+
+def next_hangs(lab: Lab) -> Cycle:
+    return _provider_misbehaves(
+        lab, "hang", "outran its time limit", "no burst failed with 'outran its time limit'"
+    )
 
 
 def next_fails_20_percent(lab: Lab) -> Cycle:
@@ -373,16 +378,12 @@ def invalid_entities(lab: Lab) -> Cycle:
 
 
 def bad_cursor(lab: Lab) -> Cycle:
-    burst = _mid_burst(lab)
-    started = time.time()
-    (lab.control / "bad-cursor").write_text("")
-    lab.fault(started, started, before=burst["id"] - 1)
-    cycle = lab.wait_completed(after=started)
-    raise_unless(
-        _burst_error(lab, burst["id"] - 1, "JSON cannot encode"),
+    return _provider_misbehaves(
+        lab,
+        "bad-cursor",
+        "JSON cannot encode",
         "no burst failed naming the cursor JSON cannot encode",
     )
-    return cycle
 
 
 SCENARIOS = [
