@@ -302,7 +302,7 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         data = body.get("data") if isinstance(body, Mapping) else None
         organization = data.get("organization") if isinstance(data, Mapping) else None
         if organization is None and isinstance(data, Mapping) and "organization" in data:
-            raise self._refused(response, context, "GitHub found no such organisation")
+            raise self._refused(response, f"{where}: GitHub found no such organisation")
         connection = organization.get("repositories") if isinstance(organization, Mapping) else None
         if not isinstance(connection, Mapping):
             error = SourceError(
@@ -332,17 +332,20 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
             self._log_failure(reason)
             raise RetryAfter(SECONDARY_WAIT, reason)
         if kinds & {"NOT_FOUND", "FORBIDDEN"}:
-            raise self._refused(response, context, f"GitHub answered: {said}")
+            raise self._refused(response, f"{where}: GitHub answered: {said}")
         error = SourceError(f"{where} answered with errors: {said}{request_id(response)}")
         self._log_failure(str(error))
         raise error
 
-    def _refused(self, response: httpx.Response, context: GitHubSession, what: str) -> Exception:
-        where = f"POST {context.secrets.url(response.request.url)}"
+    def _refused(self, response: httpx.Response, said: str) -> SourceRefused:
+        """The organisation cannot be read: what GitHub ``said``, the likely causes, GitHub's
+        single sign-on link when it sent one, and its request id; logged."""
+        sso = response.headers.get("X-GitHub-SSO")
+        hint = f"; GitHub asks for single sign-on: {sso}" if sso else ""
         message = (
-            f"{where}: {what}. The organisation {self.organization!r} cannot be read with the "
-            f"token in {self.token_env}: {HIDDEN_CAUSES}{request_id(response)}. Start the "
-            "provider again once that is fixed"
+            f"{said}. The organisation {self.organization!r} cannot be read with the token in "
+            f"{self.token_env}: {HIDDEN_CAUSES}{hint}{request_id(response)}. Start the provider "
+            "again once that is fixed"
         )
         self._log_failure(message)
         return SourceRefused(message)
@@ -559,23 +562,16 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
 
     def _check(self, response: httpx.Response, context: GitHubSession, organization: bool) -> None:
         status = response.status_code
-        headers = response.headers
         self._rate_limit(response, context)
         if not 200 <= status < 300:
+            if organization and status in (403, 404):
+                raise self._refused(response, describe(response, context.secrets))
             message = describe(response, context.secrets) + request_id(response)
             self._log_failure(message)
             if status == 401:
                 raise TokenRefused(
                     f"{message}; the server refused the token in {self.token_env}: it is "
                     "wrong, expired or revoked. Start the provider again once it is replaced"
-                )
-            if organization and status in (403, 404):
-                sso = headers.get("X-GitHub-SSO")
-                hint = f"; GitHub asks for single sign-on: {sso}" if sso else ""
-                raise SourceRefused(
-                    f"{message}. The organisation {self.organization!r} cannot be read with "
-                    f"the token in {self.token_env}: {HIDDEN_CAUSES}{hint}. Start the provider "
-                    "again once that is fixed"
                 )
             try:
                 check(response, context.secrets, self.token_env)

@@ -643,6 +643,39 @@ def test_a_403_on_the_organisation_that_is_no_rate_limit_is_refused_naming_sso(
     assert "X-GitHub-Request-Id: " in message
 
 
+@pytest.mark.timeout(60)
+def test_a_graphql_forbidden_error_is_refused_with_githubs_sso_link(token: str) -> None:
+    # Given an organisation that enforces SAML single sign-on the token was not authorised for
+    with GitHubApi(token=token) as api:
+        api.at[1] = Answer(
+            200,
+            {
+                "data": {"organization": None},
+                "errors": [
+                    {
+                        "type": "FORBIDDEN",
+                        "path": ["organization"],
+                        "message": "Resource protected by organization SAML enforcement.",
+                    }
+                ],
+            },
+            {"X-GitHub-SSO": "required; url=https://github.example/orgs/acme/sso?authorization"},
+        )
+        provider = github(api)
+
+        # When a page is read
+        with pytest.raises(SourceRefused) as raised:
+            in_burst(provider, lambda c: provider.next(c))
+
+    # Then the refusal says what GitHub said, where to authorise the token, and the request id
+    message = str(raised.value)
+    assert "GitHub answered: Resource protected by organization SAML enforcement." in message
+    assert "GitHub asks for single sign-on: required; url=https://github.example/orgs/acme/sso" in (
+        message
+    )
+    assert f"(X-GitHub-Request-Id: {api.request_ids[0]})" in message
+
+
 def test_bad_credentials_are_a_refusal_that_retrying_cannot_fix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
