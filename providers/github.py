@@ -258,7 +258,11 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
             json={"query": REPOSITORIES_QUERY, "variables": variables},
         )
         self._check(response, context, organization=True)
-        body = json_body(response, context.secrets)
+        try:
+            body = json_body(response, context.secrets)
+        except SourceError as exc:
+            # A 2xx that is not JSON (a proxy's HTML page, a truncated body) failed too.
+            raise self._failure(str(exc), response) from None
         connection = self._connection(response, body, context)
         entities: list[DeferredEntity] = []
         rejections: list[Rejection] = []
@@ -305,12 +309,11 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
             raise self._refused(response, f"{where}: GitHub found no such organisation")
         connection = organization.get("repositories") if isinstance(organization, Mapping) else None
         if not isinstance(connection, Mapping):
-            error = SourceError(
+            raise self._failure(
                 f"{where}: expected data.organization.repositories in the answer, got "
-                f"{context.secrets.text(str(body))[:300]}{request_id(response)}"
+                f"{context.secrets.text(str(body))[:300]}",
+                response,
             )
-            self._log_failure(str(error))
-            raise error
         return connection
 
     def _graphql_errors(
@@ -333,9 +336,7 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
             raise RetryAfter(SECONDARY_WAIT, reason)
         if kinds & {"NOT_FOUND", "FORBIDDEN"}:
             raise self._refused(response, f"{where}: GitHub answered: {said}")
-        error = SourceError(f"{where} answered with errors: {said}{request_id(response)}")
-        self._log_failure(str(error))
-        raise error
+        raise self._failure(f"{where} answered with errors: {said}", response)
 
     def _refused(self, response: httpx.Response, said: str) -> SourceRefused:
         """The organisation cannot be read: what GitHub ``said``, the likely causes, GitHub's
@@ -614,6 +615,12 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
 
     def _log_failure(self, message: str) -> None:
         log.warning("provider %s: %s", self.name, message)
+
+    def _failure(self, message: str, response: httpx.Response) -> SourceError:
+        """A failed request's error, with GitHub's request id; logged."""
+        message += request_id(response)
+        self._log_failure(message)
+        return SourceError(message)
 
     @staticmethod
     def _reset(response: httpx.Response) -> float:

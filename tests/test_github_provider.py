@@ -25,7 +25,7 @@ from ingestion.entities import valid_name
 from ingestion.errors import RetryAfter, SourceRefused
 from ingestion.provider import RemovalCandidate
 from ingestion.store import Doorbell
-from providers._http import TokenRefused
+from providers._http import SourceError, TokenRefused
 from providers._names import entity_name
 from providers.github import (
     MAX_WAIT,
@@ -674,6 +674,36 @@ def test_a_graphql_forbidden_error_is_refused_with_githubs_sso_link(token: str) 
         message
     )
     assert f"(X-GitHub-Request-Id: {api.request_ids[0]})" in message
+
+
+@pytest.mark.timeout(60)
+def test_a_graphql_answer_that_is_not_json_fails_with_githubs_request_id(
+    token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a proxy in front of GitHub that answers 200 with an HTML page
+    caplog.set_level(logging.WARNING, logger="providers.github")
+    with GitHubApi(token=token) as api:
+        api.at[1] = Answer(
+            200,
+            raw=b"<html><body>Sign in to the proxy</body></html>",
+            headers={"Content-Type": "text/html; charset=utf-8"},
+        )
+        provider = github(api)
+
+        # When a page is read
+        with pytest.raises(SourceError) as raised:
+            in_burst(provider, lambda c: provider.next(c))
+
+    # Then the error says what came instead of JSON, with GitHub's request id
+    message = str(raised.value)
+    request_id = api.request_ids[0]
+    assert "answered 200 with a body that is not JSON (text/html; charset=utf-8)" in message
+    assert "Sign in to the proxy" in message
+    assert message.endswith(f"(X-GitHub-Request-Id: {request_id})")
+    # And the failed request is logged with it
+    logged = [r.getMessage() for r in caplog.records if r.name == "providers.github"]
+    assert len(logged) == 1
+    assert "not JSON" in logged[0] and request_id in logged[0]
 
 
 def test_bad_credentials_are_a_refusal_that_retrying_cannot_fix(
