@@ -240,11 +240,12 @@ def _validate_metadata(metadata: Mapping[str, Any]) -> None:
             "metadata.namespace",
             f"metadata.namespace {_shown(namespace)} must be a DNS label: {_DNS_LABEL_RULE}",
         )
-    annotations = metadata.get("annotations")
-    if annotations is not None:
+    # Absent is fine; null is not a mapping (an empty ``labels:`` key in YAML is null).
+    annotations = metadata.get("annotations", _ABSENT)
+    if annotations is not _ABSENT:
         _validate_string_map("annotations", annotations, None)
-    labels = metadata.get("labels")
-    if labels is not None:
+    labels = metadata.get("labels", _ABSENT)
+    if labels is not _ABSENT:
         _validate_string_map("labels", labels, valid_label_value)
     tags = metadata.get("tags", _ABSENT)
     if tags is not _ABSENT:

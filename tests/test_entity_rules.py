@@ -374,9 +374,17 @@ def test_label_values_refused(value: Any) -> None:
 
 
 @pytest.mark.parametrize("field", ["annotations", "labels"])
-@pytest.mark.parametrize("value", [["a"], "a", 1], ids=["list", "string", "int"])
+@pytest.mark.parametrize("value", [["a"], "a", 1, None], ids=["list", "string", "int", "null"])
 def test_annotations_and_labels_are_mappings(field: str, value: Any) -> None:
-    assert refused(base(**{field: value})).rule == f"metadata.{field}"
+    error = refused(base(**{field: value}))
+    assert error.rule == f"metadata.{field}"
+    assert f"metadata.{field} {value!r} must be a mapping" in error.message
+
+
+@pytest.mark.parametrize("field", ["annotations", "labels"])
+def test_annotations_and_labels_may_be_absent_or_empty(field: str) -> None:
+    validate(base())
+    validate(base(**{field: {}}))
 
 
 # -- metadata.tags -------------------------------------------------------------------------

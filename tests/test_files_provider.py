@@ -132,6 +132,31 @@ def test_documents_that_are_no_valid_entity_are_rejected_naming_file_document_an
     )
 
 
+@pytest.mark.parametrize("field", ["labels", "annotations"])
+def test_an_empty_labels_or_annotations_key_is_rejected_naming_file_and_field(
+    field: str, tmp_path: Path
+) -> None:
+    # Given a file whose metadata has an empty key (null in YAML, not the mapping Backstage
+    # requires) next to a file that is fine
+    root = tmp_path / "catalog"
+    empty = component("empty").replace("  name: empty\n", f"  name: empty\n  {field}:\n")
+    write(root, "a/catalog-info.yaml", empty)
+    write(root, "b/catalog-info.yaml", component("fine"))
+    ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    ingestion.migrate()
+    ingestion.add_provider(files(root))
+
+    # When a cycle reads them
+    ingestion.run_cycle("catalog")
+
+    # Then the file is an error record naming the file, the document and the field; the
+    # other file ingests
+    assert list(ingestion.catalog.refs("catalog")) == ["component:default/fine"]
+    [error] = ingestion.errors("catalog")
+    assert (error["entity"], error["rule"]) == ("a/catalog-info.yaml", f"metadata.{field}")
+    assert f"document 1 (line 1): metadata.{field} None must be a mapping" in error["message"]
+
+
 def test_a_file_too_large_or_not_utf8_is_rejected_alone(tmp_path: Path) -> None:
     root = tmp_path / "catalog"
     write(root, "a/catalog-info.yaml", component("a") + "#" * 2000 + "\n")
