@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 import orjson
 
@@ -35,6 +35,19 @@ _KIND = re.compile(r"[a-zA-Z][a-zA-Z0-9]*")
 _DNS_LABEL = re.compile(r"[a-z0-9]+(?:-+[a-z0-9]+)*")
 _VERSION = re.compile(r"[a-zA-Z0-9]+")
 _TAG = re.compile(r"[a-z0-9:+#]+(?:-[a-z0-9:+#]+)*")
+#: A scheme and ``:``, then no ASCII whitespace nor control character (C0, DEL, C1).
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):([^\x00-\x20\x7f-\x9f]*)")
+#: The URL standard's special schemes but ``file``: they need a host.
+_SPECIAL_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp"})
+_TWO_SLASHES = frozenset({"//", "\\\\", "/\\", "\\/"})  # special schemes take either slash
+_AUTHORITY_END = re.compile(r"[/\\?#]")
+_OPAQUE_AUTHORITY_END = re.compile(r"[/?#]")
+#: The URL standard's forbidden host code points, and its forbidden domain code points.
+_FORBIDDEN_HOST = re.compile(r"[\x00\t\n\r #/:<>?@\[\\\]^|]")
+_FORBIDDEN_DOMAIN = re.compile(r"[#%/:<>?@\[\\\]^|\x00-\x20\x7f]")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_WINDOWS_DRIVE = re.compile(r"[A-Za-z][:|]")
+_MAX_PORT = 65535
 _ABSENT: Any = object()  # a key that is not there, as opposed to one set to None
 _ROOT_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec"})
 
@@ -42,6 +55,10 @@ _NAME_RULE = "1-63 characters of [A-Za-z0-9-_.], starting and ending with a lett
 _DNS_LABEL_RULE = "1-63 characters of [a-z0-9] and '-', starting and ending with a letter or digit"
 _KEY_RULE = f"an optional DNS subdomain and '/', then {_NAME_RULE}"
 _TAG_RULE = "1-63 characters of [a-z0-9:+#], in parts joined by single '-'"
+_URL_RULE = (
+    "a URL: a scheme and ':', then no whitespace or control character, and a host for "
+    "http, https, ws, wss and ftp"
+)
 
 
 #: The canonical encoding the hashes of new writes use. 1: ``json.dumps(sort_keys=True,
@@ -172,15 +189,55 @@ def valid_tag(value: object) -> bool:
 
 
 def valid_url(value: object) -> bool:
-    """Whether ``value`` is an absolute URL: it has a scheme and a network location."""
+    """Whether ``value`` is a URL as Backstage's ``new URL(value)`` (the WHATWG URL standard)
+    reads one: a scheme and ``:``, then no whitespace or control character. ``http``,
+    ``https``, ``ws``, ``wss`` and ``ftp`` need a host; ``file`` may have an empty one;
+    other schemes need none (``mailto:a@b.io``, ``urn:isbn:1``). A host holds no forbidden
+    host code point (space, ``<``, ``>``, ``^``, ``|``...) and a port is digits up to 65535.
+    """
     if not isinstance(value, str):
         return False
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - a port that is not a number raises
-    except ValueError:
+    match = _URL.fullmatch(value)
+    if match is None:
         return False
-    return bool(parts.scheme) and bool(parts.netloc)
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme in _SPECIAL_SCHEMES:
+        # Any run of slashes, either way, comes before the host.
+        return _server_ok(_AUTHORITY_END.split(rest.lstrip("/\\"), maxsplit=1)[0], special=True)
+    if scheme == "file":
+        if rest[:2] not in _TWO_SLASHES:
+            return True  # file:/path names no host
+        host = _AUTHORITY_END.split(rest[2:], maxsplit=1)[0]
+        return host == "" or _WINDOWS_DRIVE.fullmatch(host) is not None or _domain_ok(host)
+    if not rest.startswith("//"):
+        return True  # an opaque path: mailto:, urn:, tel:
+    return _server_ok(_OPAQUE_AUTHORITY_END.split(rest[2:], maxsplit=1)[0], special=False)
+
+
+def _server_ok(authority: str, *, special: bool) -> bool:
+    """Whether ``[userinfo@]host[:port]`` has a host the URL standard accepts (a domain that
+    is not empty for a special scheme) and a port of digits up to 65535."""
+    host_port = authority.rpartition("@")[2]
+    if host_port.startswith("["):
+        host, bracket, port = host_port.partition("]")
+        if not bracket or _IPV6.fullmatch(host[1:]) is None or port[:1] not in ("", ":"):
+            return False
+        port = port[1:]
+    else:
+        host, _, port = host_port.partition(":")
+        if not (_domain_ok(host) if special else _FORBIDDEN_HOST.search(host) is None):
+            return False
+    return port == "" or (port.isascii() and port.isdigit() and int(port) <= _MAX_PORT)
+
+
+def _domain_ok(host: str) -> bool:
+    """Whether ``host`` is a domain the URL standard accepts: not empty, and no forbidden
+    domain code point once percent-decoded."""
+    try:
+        decoded = unquote(host, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return decoded != "" and _FORBIDDEN_DOMAIN.search(decoded) is None
 
 
 def describe(entity: object) -> str:
@@ -302,7 +359,7 @@ def _validate_links(links: object) -> None:
         if not valid_url(url):
             raise EntityRejected(
                 "metadata.links",
-                f"{where}.url {_shown(url)} must be an absolute URL with a scheme and a host",
+                f"{where}.url {_shown(url)} must be {_URL_RULE}",
             )
         for field in ("title", "icon", "type"):
             value = link.get(field, _ABSENT)

@@ -487,6 +487,16 @@ LINKS_OK = [
     case([{"url": "https://[::1]/"}], "ipv6"),
     case([{"url": "https://a.io"}, {"url": "https://b.io", "title": ""}], "two"),
     case([{"url": "https://a.io", "extra": 1}], "extra-field"),
+    case([{"url": "mailto:team@example.com"}], "mailto"),
+    case([{"url": "file:///etc/x"}], "file-without-host"),
+    case([{"url": "file://server/share/x"}], "file-with-host"),
+    case([{"url": "urn:isbn:1"}], "urn"),
+    case([{"url": "tel:+1-555-0100"}], "tel"),
+    case([{"url": "HTTPS://A.IO"}], "upper-case-scheme"),
+    case([{"url": "https://user:pw@a.io:8443/x"}], "userinfo-and-port"),
+    case([{"url": "wss://a.io/socket"}], "websocket"),
+    case([{"url": "https://a%2Eio/"}], "percent-encoded-host"),
+    case([{"url": "git+ssh://git@a.io/r.git"}], "compound-scheme"),
 ]
 LINKS_BAD = [
     case([{"title": "no url"}], "no-url"),
@@ -496,6 +506,21 @@ LINKS_BAD = [
     case([{"url": ""}], "empty-url"),
     case([{"url": 5}], "url-not-string"),
     case([{"url": "http://x:port/"}], "bad-port"),
+    case([{"url": "http://a.io:65536/"}], "port-above-65535"),
+    case([{"url": "http://exa mple.com"}], "space-in-host"),
+    case([{"url": "https://exa%20mple.com"}], "encoded-space-in-host"),
+    case([{"url": "https://a<b.io/"}], "forbidden-host-code-point"),
+    # new URL() percent-encodes or drops these three; a link keeps no whitespace or control
+    # character at all
+    case([{"url": "https://a.io/x y"}], "space-in-path"),
+    case([{"url": "urn:isbn:1\n"}], "trailing-newline"),
+    case([{"url": "https://a.io/\x7f"}], "control-character"),
+    case([{"url": "ws://"}], "special-scheme-without-host"),
+    case([{"url": "http://user@/x"}], "userinfo-without-host"),
+    case([{"url": "https://[::1"}], "unclosed-ipv6"),
+    case([{"url": "file://host:80/x"}], "file-host-with-port"),
+    case([{"url": "git://a<b/x"}], "forbidden-code-point-in-opaque-host"),
+    case([{"url": "1http://a.io"}], "scheme-starts-with-digit"),
     case([{"url": "https://a.io", "title": 1}], "title-not-string"),
     case([{"url": "https://a.io", "icon": None}], "icon-null"),
     case([{"url": "https://a.io", "type": ["x"]}], "type-not-string"),
@@ -513,6 +538,12 @@ def test_links_accepted(links: list[Any]) -> None:
 @pytest.mark.parametrize("links", LINKS_BAD)
 def test_links_refused(links: Any) -> None:
     assert refused(base(links=links)).rule == "metadata.links"
+
+
+def test_a_refused_link_url_names_the_field_and_the_rule() -> None:
+    error = refused(base(links=[{"url": "https://a.io"}, {"url": "http://exa mple.com"}]))
+    assert error.message.startswith("metadata.links[1].url 'http://exa mple.com' must be a URL")
+    assert "a host for http, https, ws, wss and ftp" in error.message
 
 
 # -- names made from source identifiers ----------------------------------------------------
