@@ -97,12 +97,14 @@ def _query_parts(url: httpx.URL) -> list[str]:
     return [part for part in url.query.decode("ascii", "replace").split("&") if part]
 
 
-def on_origin(url: httpx.URL | str, origin: httpx.URL, secrets: Secrets) -> httpx.URL:
+def on_origin(
+    url: httpx.URL | str, origin: httpx.URL, secrets: Secrets, what: str = "the next page"
+) -> httpx.URL:
     """``url`` if it has ``origin``'s scheme, host and port: a token is never sent elsewhere."""
     parsed = httpx.URL(str(url))
     if (parsed.scheme, parsed.host, parsed.port) != (origin.scheme, origin.host, origin.port):
         raise SourceError(
-            f"the next page {secrets.url(parsed)} is not on {origin.scheme}://"
+            f"{what} {secrets.url(parsed)} is not on {origin.scheme}://"
             f"{origin.netloc.decode()}; refusing to follow it"
         )
     return parsed
@@ -260,6 +262,44 @@ def mask_in_logs(params: Iterable[str]) -> None:
 _httpx_log = logging.getLogger("httpx")
 if not any(isinstance(f, _RedactHttpxLog) for f in _httpx_log.filters):
     _httpx_log.addFilter(_RedactHttpxLog())
+
+
+#: Redirects followed when asking about one removal candidate, at most.
+MAX_REDIRECTS = 3
+#: The answers that say an item lives at another URL now (renamed, transferred, moved).
+REDIRECTS = frozenset({301, 302, 307, 308})
+#: One GET's answer: ``(status, response, JSON body or None)``.
+Fetched = tuple[int, httpx.Response, Any]
+
+
+class NotFollowed(SourceError):
+    """A redirect that is not followed: to another origin, without a ``Location``, or one
+    too many."""
+
+
+def get_following(
+    url: httpx.URL, get: Callable[[httpx.URL], Fetched], origin: httpx.URL, secrets: Secrets
+) -> Fetched:
+    """``get(url)``, following redirects on ``origin`` only, at most :data:`MAX_REDIRECTS`:
+    the first answer that is no redirect. The target is the ``Location`` header, or the
+    ``url`` of a JSON body (GitHub's API sends both). Raises :class:`NotFollowed` rather than
+    send the token to another origin."""
+    for _ in range(MAX_REDIRECTS + 1):
+        fetched = get(url)
+        status, response, body = fetched
+        if status not in REDIRECTS:
+            return fetched
+        said = describe(response, secrets)
+        location = response.headers.get("Location") or (
+            body.get("url") if isinstance(body, Mapping) else None
+        )
+        if not isinstance(location, str) or not location:
+            raise NotFollowed(f"{said}, without a Location")
+        try:
+            url = on_origin(response.url.join(location), origin, secrets, "the redirect to")
+        except SourceError as exc:
+            raise NotFollowed(f"{said}; {exc}") from None
+    raise NotFollowed(f"{said}; more than {MAX_REDIRECTS} redirects in a row")
 
 
 #: What asking about one removal candidate found: ``(fresh entity or None, whether the

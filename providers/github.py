@@ -51,6 +51,8 @@ from ingestion.provider import (
     RemovalCheck,
 )
 from providers._http import (
+    Fetched,
+    NotFollowed,
     Secrets,
     SourceError,
     TokenRefused,
@@ -58,8 +60,8 @@ from providers._http import (
     check,
     check_each,
     describe,
+    get_following,
     json_body,
-    on_origin,
     read_token,
     retry_after_seconds,
     send,
@@ -76,8 +78,6 @@ SLUG_ANNOTATION = "github.com/project-slug"
 MAX_WAIT = 3600.0 + 60.0
 #: GitHub's advice when a secondary rate limit gives no time to wait.
 SECONDARY_WAIT = 60.0
-#: Renames and transfers followed for one removal candidate, at most.
-MAX_REDIRECTS = 3
 #: Topics read per repository (GitHub allows 20).
 MAX_TOPICS = 20
 
@@ -476,31 +476,23 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
                 SLUG_ANNOTATION,
             )
             return None
-        url = self.api.join(f"repos/{slug}")
-        for _ in range(MAX_REDIRECTS + 1):
-            status, response, body = self._get(context, url)
-            if status == 404:
-                log.info("provider %s: %s is gone from GitHub (404)", self.name, slug)
-                return (None, False)
-            if status in (301, 302, 307, 308):
-                location = response.headers.get("Location") or (
-                    body.get("url") if isinstance(body, Mapping) else None
-                )
-                if not location:
-                    self._keep(candidate, f"{describe(response, context.secrets)}, no Location")
-                    return None
-                try:
-                    url = on_origin(response.url.join(location), self.api, context.secrets)
-                except SourceError as exc:
-                    self._keep(candidate, str(exc))
-                    return None
-                continue
-            if status != 200 or not isinstance(body, Mapping) or "full_name" not in body:
-                self._keep(candidate, describe(response, context.secrets) + request_id(response))
-                return None
-            return self._verdict(candidate, body)
-        self._keep(candidate, f"more than {MAX_REDIRECTS} redirects from repos/{slug}")
-        return None
+        try:
+            status, response, body = get_following(
+                self.api.join(f"repos/{slug}"),
+                lambda url: self._get(context, url),
+                self.api,
+                context.secrets,
+            )
+        except NotFollowed as exc:
+            self._keep(candidate, str(exc))
+            return None
+        if status == 404:
+            log.info("provider %s: %s is gone from GitHub (404)", self.name, slug)
+            return (None, False)
+        if status != 200 or not isinstance(body, Mapping) or "full_name" not in body:
+            self._keep(candidate, describe(response, context.secrets) + request_id(response))
+            return None
+        return self._verdict(candidate, body)
 
     def _verdict(
         self, candidate: RemovalCandidate, repo: Mapping[str, Any]
@@ -522,7 +514,7 @@ class GitHubProvider(IncrementalEntityProvider[Cursor, GitHubSession]):
         ref = entity_ref("Component", metadata.get("namespace"), metadata["name"])
         return (fresh, ref == candidate.ref)
 
-    def _get(self, context: GitHubSession, url: httpx.URL) -> tuple[int, httpx.Response, Any]:
+    def _get(self, context: GitHubSession, url: httpx.URL) -> Fetched:
         """GET a REST resource: ``(status, response, JSON body)``. Conditional when this burst
         holds the resource's ``ETag``: an unchanged answer (304) costs no rate limit and gives
         status 200 with the body read before. Rate limits raise ``RetryAfter``; a 401 raises
