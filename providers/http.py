@@ -10,10 +10,11 @@ Page numbers and offsets can skip an item when the source changes while a cycle 
 item deleted from a page already read moves every later item up one place, and the first item
 of the next page is never returned. With ``item_url`` (``https://api.example.com/items/{id}``)
 the provider asks the source about each entity the sweep is about to remove
-(:meth:`HttpProvider.check_removals`: a 404 is gone); without it, those two styles ask the
-engine to remove an entity only after two cycles in a row missed it
-(:meth:`HttpProvider.default_options`). A cursor or a ``Link`` is as safe as the server's
-cursor: a keyset cursor cannot skip; a ``Link`` that carries a page number can.
+(:meth:`HttpProvider.check_removals`: a 404 is gone, a redirect on the same origin leads to
+the item as it is now); without it, those two styles ask the engine to remove an entity only
+after two cycles in a row missed it (:meth:`HttpProvider.default_options`). A cursor or a
+``Link`` is as safe as the server's cursor: a keyset cursor cannot skip; a ``Link`` that
+carries a page number can.
 
 With ``events`` (:class:`EventRule`), events the source sends between cycles (webhooks,
 messages) become deltas (:meth:`HttpProvider.on_event`): the items an event carries become
@@ -46,13 +47,16 @@ from ingestion.provider import (
     RemovalCheck,
 )
 from providers._http import (
+    Fetched,
     Secrets,
     SourceError,
     SourceUnavailable,
     TokenRefused,
+    Verdict,
     check,
     check_each,
     describe,
+    get_following,
     json_body,
     mask_in_logs,
     on_origin,
@@ -799,14 +803,15 @@ class CheckedHttpProvider(HttpProvider):
     ) -> RemovalCheck:
         """GET each candidate's ``item_url`` (kept in its location key): 404 or 410 is gone,
         200 is present (with a fresh entity rendered through the template; an item whose
-        entity has another ref now is gone under the old one). Anything else keeps the
-        candidate for this cycle and is logged. A 429 with ``Retry-After`` raises
-        ``RetryAfter``: the checking phase resumes with this batch after the wait."""
+        entity has another ref now is gone under the old one). A redirect (301, 302, 307,
+        308) on the origin of ``url`` is followed, up to three in a row, and the item it
+        leads to is judged the same way: a renamed item is present under its new ref. A
+        redirect to another origin, and any other answer, keeps the candidate for this cycle
+        and is logged. A 429 with ``Retry-After`` raises ``RetryAfter``: the checking phase
+        resumes with this batch after the wait."""
         return check_each(candidates, lambda candidate: self._check_one(context, candidate))
 
-    def _check_one(
-        self, context: HttpSession, candidate: RemovalCandidate
-    ) -> tuple[DeferredEntity | None, bool] | None:
+    def _check_one(self, context: HttpSession, candidate: RemovalCandidate) -> Verdict:
         key = candidate.location_key or ""
         if self.item_url is None or not key.startswith("url:") or key == self.location_key:
             log.warning(
@@ -816,13 +821,17 @@ class CheckedHttpProvider(HttpProvider):
             )
             return None
         secrets = context.secrets
+
+        def get(url: httpx.URL) -> Fetched:
+            response = send(context.client, url, secrets, params=context.auth_params or None)
+            return response.status_code, response, None
+
         try:
             url = on_origin(key.removeprefix("url:"), self.url, secrets)
-            response = send(context.client, url, secrets, params=context.auth_params or None)
-        except SourceError as exc:
+            status, response, _ = get_following(url, get, self.url, secrets)
+        except SourceError as exc:  # unreachable, or a redirect not followed
             self._keep(candidate, str(exc))
             return None
-        status = response.status_code
         if status in (404, 410):
             return (None, False)
         if status == 401:
@@ -833,22 +842,20 @@ class CheckedHttpProvider(HttpProvider):
         if status != 200:
             self._keep(candidate, describe(response, secrets))
             return None
+        where = f"GET {secrets.url(response.request.url)}"
         try:
             item = lookup(json_body(response, secrets), self.item_path)
         except SourceError as exc:
             self._keep(candidate, str(exc))
             return None
         if not isinstance(item, Mapping):
-            self._keep(candidate, f"GET {secrets.url(url)}: expected a JSON object")
+            self._keep(candidate, f"{where}: expected a JSON object")
             return None
         entity = self.entity.render(item)
-        metadata = entity.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        if not isinstance(name, str) or not name:
-            self._keep(candidate, f"GET {secrets.url(url)}: the item renders without a name")
+        ref = _rendered_ref(entity)
+        if not ref:
+            self._keep(candidate, f"{where}: the item renders without a name")
             return None
-        assert isinstance(metadata, Mapping)
-        ref = entity_ref(str(entity.get("kind")), metadata.get("namespace"), name)
         return (DeferredEntity(entity, self._location(item)), ref == candidate.ref)
 
     def _keep(self, candidate: RemovalCandidate, why: str) -> None:

@@ -535,6 +535,12 @@ def as_candidate(deferred: DeferredEntity) -> RemovalCandidate:
     return RemovalCandidate(ref, deferred.entity, deferred.location_key)
 
 
+def listed_candidates(http: HttpProvider, numbers: tuple[int, ...]) -> list[RemovalCandidate]:
+    """The removal candidates the items at ``numbers`` of a whole cycle of ``http`` make."""
+    entities = in_burst(http, lambda context: read_all(http, context))
+    return [as_candidate(entities[n]) for n in numbers]
+
+
 def checked(api: ItemsApi, **kwargs: Any) -> HttpProvider:
     kwargs.setdefault("item_url", api.url + "/items/{id}")
     kwargs.setdefault("item_path", "item")
@@ -558,8 +564,7 @@ def test_removal_checks_get_each_item_url_404_is_gone_200_is_present(
     caplog.set_level(logging.INFO, logger="providers.http")
     with ItemsApi(count=30) as api:
         http = checked(api)
-        entities = in_burst(http, lambda context: read_all(http, context))
-        candidates = [as_candidate(entities[n]) for n in (3, 4, 7, 9, 12)]
+        candidates = listed_candidates(http, (3, 4, 7, 9, 12))
         api.remove({3, 4})
         api.rename(7, "svc-seven")
         before = len(api.requests)
@@ -576,6 +581,49 @@ def test_removal_checks_get_each_item_url_404_is_gone_200_is_present(
         assert [r.path for r in api.requests[before:]] == [f"/items/{n}" for n in (3, 4, 7, 9, 12)]
     assert "kept component:default/svc-0009 for this cycle: GET " in caplog.text
     assert "answered 503 Service Unavailable: maintenance" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_removal_checks_follow_redirects_on_the_origin_to_the_items_new_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given 30 items read once, then: one renamed and moved (301), one moved under its name
+    # (308), one redirected to another origin, one redirected in a loop
+    caplog.set_level(logging.WARNING, logger="providers.http")
+    with ItemsApi(count=30) as api:
+        http = checked(api)
+        candidates = listed_candidates(http, (7, 9, 12, 14))
+        api.rename(7, "svc-seven")
+        api.move(7, 107)
+        api.move(9, 109, status=308)
+        before = len(api.requests)
+        api.at[before + 5] = Answer(302, {}, {"Location": "https://collector.example/items/12"})
+        for n in range(6, 10):
+            api.at[before + n] = Answer(307, {}, {"Location": "/items/14"})
+
+        # When the provider checks the four candidates
+        check = in_burst(http, lambda context: http.check_removals(context, candidates))
+
+        # Then the renamed item is gone under its old name and present under its new one, at
+        # its new URL; the one moved under its name is present at its new URL; the two
+        # redirects not followed keep their candidates
+        assert set(check.gone) == refs([7])
+        assert [(e.entity["metadata"]["name"], e.location_key) for e in check.present] == [
+            ("svc-seven", f"url:{api.url}/items/107"),
+            ("svc-0009", f"url:{api.url}/items/109"),
+        ]
+        assert [r.path for r in api.requests[before:]] == [
+            "/items/7",
+            "/items/107",
+            "/items/9",
+            "/items/109",
+            "/items/12",
+            *["/items/14"] * 4,
+        ]
+    assert "kept component:default/svc-0012 for this cycle: GET " in caplog.text
+    assert "the redirect to https://collector.example/items/12 is not on " in caplog.text
+    assert "kept component:default/svc-0014 for this cycle: GET " in caplog.text
+    assert "more than 3 redirects in a row" in caplog.text
 
 
 @pytest.mark.timeout(60)
@@ -597,10 +645,9 @@ def test_a_candidate_without_its_own_url_is_kept(caplog: pytest.LogCaptureFixtur
 def test_a_429_during_removal_checks_asks_to_wait() -> None:
     with ItemsApi(count=10) as api:
         http = checked(api)
-        entities = in_burst(http, lambda context: read_all(http, context))
+        candidates = listed_candidates(http, (1, 2, 3))
         api.remove({1, 2, 3})
         api.at[len(api.requests) + 2] = Answer(429, {"message": "slow down"}, {"Retry-After": "30"})
-        candidates = [as_candidate(entities[n]) for n in (1, 2, 3)]
         with pytest.raises(RetryAfter) as raised:
             in_burst(http, lambda context: http.check_removals(context, candidates))
         # The batch stops at the 429 rather than keeping the rest for a whole cycle; the

@@ -142,7 +142,8 @@ class ItemsApi(FakeServer):
 
     ``/page?page=N&per_page=K`` (``meta.pages``), ``/offset?offset=O&limit=L`` (``total``),
     ``/cursor?cursor=C`` (``next`` in the body, opaque), ``/link?after=C`` (``Link`` header),
-    all with the items in ``data.items``; ``/items/{id}`` is one item (404 once deleted).
+    all with the items in ``data.items``; ``/items/{id}`` is one item (404 once deleted, a
+    redirect to its new URL once moved).
     The cursor and link styles are keyset cursors (the last id read). With ``token`` set, a
     request must carry ``Authorization: Bearer <token>`` or ``?api_key=<token>``.
     """
@@ -152,6 +153,7 @@ class ItemsApi(FakeServer):
         self.items = [make_item(n) for n in range(count)]
         self.per_page = per_page
         self.token = token
+        self.moved: dict[int, tuple[int, int]] = {}  # an old id -> (redirect status, new id)
 
     def ids(self) -> list[int]:
         with self.lock:
@@ -173,6 +175,14 @@ class ItemsApi(FakeServer):
                 if item["id"] == n:
                     item["slug"] = slug
 
+    def move(self, n: int, to: int, status: int = 301) -> None:
+        """Give item ``n`` the id ``to``: ``/items/{n}`` answers ``status`` to ``/items/{to}``."""
+        with self.lock:
+            for item in self.items:
+                if item["id"] == n:
+                    item["id"] = to
+            self.moved[n] = (status, to)
+
     def slugs(self) -> list[str]:
         with self.lock:
             return [item["slug"] for item in self.items]
@@ -183,11 +193,16 @@ class ItemsApi(FakeServer):
             if not bearer and request.query.get("api_key") != self.token:
                 return Answer(401, {"error": "invalid credentials"})
         with self.lock:
-            items = list(self.items)
+            items, moves = list(self.items), dict(self.moved)
         q = request.query
         size = int(q.get("per_page", q.get("limit", self.per_page)))
         if request.path.startswith("/items/"):
-            found = [i for i in items if str(i["id"]) == request.path.removeprefix("/items/")]
+            wanted = request.path.removeprefix("/items/")
+            found = [i for i in items if str(i["id"]) == wanted]
+            moved = moves.get(int(wanted)) if wanted.isdigit() else None
+            if not found and moved is not None:
+                status, to = moved
+                return Answer(status, {"message": "Moved"}, {"Location": f"/items/{to}"})
             if not found:
                 return Answer(404, {"message": "Not Found"})
             return Answer(body={"item": found[0]})
