@@ -622,45 +622,40 @@ def test_an_unknown_organisation_is_refused_naming_the_likely_causes(
     assert ingestion.store.status("gone").action is Action.PARKED
 
 
-@pytest.mark.timeout(60)
-def test_a_403_on_the_organisation_that_is_no_rate_limit_is_refused_naming_sso(
-    token: str,
-) -> None:
-    with GitHubApi(token=token) as api:
-        api.at[1] = Answer(
-            403,
-            {"message": "Resource protected by organization SAML enforcement."},
-            {"X-GitHub-SSO": "required; url=https://github.example/orgs/acme/sso?authorization"},
-        )
-        provider = github(api)
-        with pytest.raises(SourceRefused) as raised:
-            in_burst(provider, lambda c: provider.next(c))
-    message = str(raised.value)
-    assert "answered 403 Forbidden: Resource protected by organization SAML enforcement." in message
-    assert "GitHub asks for single sign-on: required; url=https://github.example/orgs/acme/sso" in (
-        message
-    )
-    assert "X-GitHub-Request-Id: " in message
-
-
-@pytest.mark.timeout(60)
-def test_a_graphql_forbidden_error_is_refused_with_githubs_sso_link(token: str) -> None:
-    # Given an organisation that enforces SAML single sign-on the token was not authorised for
-    with GitHubApi(token=token) as api:
-        api.at[1] = Answer(
+SSO_REQUIRED = "required; url=https://github.example/orgs/acme/sso?authorization"
+SAML_ENFORCED = "Resource protected by organization SAML enforcement."
+SSO_REFUSALS = {
+    # REST: a 403 that is no rate limit
+    "a 403": (
+        Answer(403, {"message": SAML_ENFORCED}, {"X-GitHub-SSO": SSO_REQUIRED}),
+        f"answered 403 Forbidden: {SAML_ENFORCED}",
+    ),
+    # GraphQL: a 200 with a FORBIDDEN error
+    "a graphql forbidden error": (
+        Answer(
             200,
             {
                 "data": {"organization": None},
                 "errors": [
-                    {
-                        "type": "FORBIDDEN",
-                        "path": ["organization"],
-                        "message": "Resource protected by organization SAML enforcement.",
-                    }
+                    {"type": "FORBIDDEN", "path": ["organization"], "message": SAML_ENFORCED}
                 ],
             },
-            {"X-GitHub-SSO": "required; url=https://github.example/orgs/acme/sso?authorization"},
-        )
+            {"X-GitHub-SSO": SSO_REQUIRED},
+        ),
+        f"GitHub answered: {SAML_ENFORCED}",
+    ),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("refusal", list(SSO_REFUSALS))
+def test_an_organisation_behind_single_sign_on_is_refused_with_githubs_sso_link(
+    refusal: str, token: str
+) -> None:
+    # Given an organisation that enforces SAML single sign-on the token was not authorised for
+    answer, said = SSO_REFUSALS[refusal]
+    with GitHubApi(token=token) as api:
+        api.at[1] = answer
         provider = github(api)
 
         # When a page is read
@@ -669,10 +664,8 @@ def test_a_graphql_forbidden_error_is_refused_with_githubs_sso_link(token: str) 
 
     # Then the refusal says what GitHub said, where to authorise the token, and the request id
     message = str(raised.value)
-    assert "GitHub answered: Resource protected by organization SAML enforcement." in message
-    assert "GitHub asks for single sign-on: required; url=https://github.example/orgs/acme/sso" in (
-        message
-    )
+    assert said in message
+    assert f"GitHub asks for single sign-on: {SSO_REQUIRED}" in message
     assert f"(X-GitHub-Request-Id: {api.request_ids[0]})" in message
 
 
