@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,8 +17,10 @@ from ingestion import (
     IncrementalEntityProvider,
     IncrementalIngestion,
     ProviderConfigError,
+    ProviderOptions,
     Settings,
 )
+from tests.support.paths import ROOT
 
 
 class Named(IncrementalEntityProvider[dict[str, int], None]):
@@ -67,6 +70,29 @@ def test_durations_take_the_same_text_as_the_configuration_file(
     options = ingestion.registered("services").options
     assert options.burst_length == timedelta(milliseconds=500)
     assert options.backoff == (timedelta(minutes=1), timedelta(seconds=30), timedelta(hours=1.5))
+
+
+def documented_options(document: str, heading: str) -> list[str]:
+    """The names in the first column of the first table after ``heading`` in ``document``."""
+    text = (ROOT / document).read_text()
+    rows: list[str] = []
+    for line in text[text.index(heading) :].splitlines()[1:]:
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            break
+    return [m.group(1) for row in rows[2:] if (m := re.match(r"\| `(\w+)` \|", row))]
+
+
+@pytest.mark.parametrize(
+    ("document", "heading"),
+    [
+        ("README.md", "### Options of `add_provider`"),
+        ("docs/providers.md", "Engine options, the same for every type:"),
+    ],
+)
+def test_every_option_is_documented_in_order(document: str, heading: str) -> None:
+    assert documented_options(document, heading) == list(ProviderOptions.names())
 
 
 def test_defaults_follow_the_reference_module(ingestion: IncrementalIngestion) -> None:
