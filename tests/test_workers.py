@@ -263,7 +263,8 @@ def test_a_rest_longer_than_the_countdown_cap_is_never_held_by_the_broker_and_ru
     the channel of a consumer that holds one longer than its ``consumer_timeout`` (30 min by
     default), Redis redelivers one held past its visibility timeout. So steps due later than
     ``max_countdown`` are not sent: the reconciler announces them when due. Scaled down here:
-    a cap of 2 s, bursts 1 s apart (sent as countdowns), and a rest of 6 s (left to beat)."""
+    a cap of 2 s, bursts 1 s apart (sent as countdowns), and a rest of 6 s (left to beat).
+    tests/test_rabbitmq_consumer_timeout.py waits past a real consumer timeout of 4 s."""
     spec = provider_spec(source_server, burst_length=0.1, burst_interval=1.0, rest_length=6)
     source.count, source.delay = 150, 0.02  # 6 pages, in 2 or 3 bursts
     workers = workers_factory(pg_url, broker_url, [spec], max_countdown=2)
