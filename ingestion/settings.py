@@ -203,6 +203,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Countdowns stay under RabbitMQ's consumer_timeout (30 min by default), which closes
         # the channel of a worker holding an unacknowledged message longer, by max_countdown.
         config["broker_transport_options"] = {"confirm_publish": True}
+        # Were the consumer timeout hit anyway (a burst held past it), RabbitMQ closes the
+        # channel with PRECONDITION_FAILED; Celery takes that for unrecoverable and the worker
+        # exits unless it may reconnect on a channel error. The message goes back to the queue
+        # and the ticket guard makes its redelivery harmless.
+        config["broker_channel_error_retry"] = True
     return config
 
 

@@ -163,7 +163,7 @@ def test_a_rest_three_times_the_consumer_timeout_keeps_the_channel_open_and_runs
 
 
 @pytest.mark.timeout(120)
-def test_control_a_cap_above_the_consumer_timeout_gets_the_channel_closed_and_the_worker_ends(
+def test_control_a_cap_above_the_consumer_timeout_gets_the_channel_closed_and_the_worker_reconnects(
     pg_url: str,
     rabbitmq: ThrowawayRabbitMQ,
     source: SyntheticSource,
@@ -171,8 +171,9 @@ def test_control_a_cap_above_the_consumer_timeout_gets_the_channel_closed_and_th
     workers_factory: Callable[..., Workers],
 ) -> None:
     """The test above can fail: with a cap of 60 s the 12 s rest is sent as a countdown, which
-    the worker holds unacknowledged past the consumer timeout. Celery takes the channel error
-    for an unrecoverable one, and the worker's main process exits."""
+    the worker holds unacknowledged past the consumer timeout, and the node closes its channel.
+    The worker does not die of it (``broker_channel_error_retry``): it reconnects, the message
+    comes back, and the rest's step still runs once."""
     node_log_from = len(rabbitmq.log())
     source.count, source.delay = 150, 0.02
     spec = provider_spec(source_server)
@@ -181,19 +182,24 @@ def test_control_a_cap_above_the_consumer_timeout_gets_the_channel_closed_and_th
     workers.start_beat()
     client = client_ingestion(workers)
     wait_for_completed(client, 1)
-    assert client.store.status("services").action is Action.REST
+    rest = client.store.status("services")
+    assert rest.action is Action.REST
 
     wait_until(
         lambda: symptoms(workers.logs()),
         timeout=2 * (CONSUMER_TIMEOUT + CHANNEL_TICK) + 5,
         what="the worker's channel closed by the consumer timeout",
     )
-    wait_until(lambda: worker.poll() is not None, timeout=30, what="the worker's exit")
-    logs = workers.logs()
-    assert "PRECONDITION_FAILED - delivery acknowledgement on channel" in logs
-    assert "Unrecoverable error: PreconditionFailed" in logs
     wait_until(
         lambda: NODE_TIMED_OUT in rabbitmq.log()[node_log_from:],
         timeout=10,
         what="the node's log",
     )
+    wait_for_completed(client, 2, timeout=60)
+    logs = workers.logs()
+    assert "PRECONDITION_FAILED - delivery acknowledgement on channel" in logs
+    assert "Unrecoverable error" not in logs
+    assert worker.poll() is None, "the worker lived through the closed channel"
+    ran = [b for b in client.store.bursts("services") if b["ticket"] == rest.ticket]
+    assert len(ran) == 1, ran
+    assert set(client.catalog.refs("services")) == source.refs()
