@@ -474,4 +474,4 @@ def raise_unless(condition: bool, message: str) -> None:
         raise ScenarioFailed(message)
 
 
-__all__ = ["PROVIDER", "Fault", "Lab", "ScenarioFailed", "WaitTimeout", "raise_unless"]
+__all__ = ["PROVIDER", "Fault", "Lab", "Process", "ScenarioFailed", "WaitTimeout", "raise_unless"]

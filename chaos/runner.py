@@ -121,4 +121,13 @@ def _check(scenario: Scenario, lab: Lab, result: Result) -> None:
     if fault is not None:
         with contextlib.suppress(SQLAlchemyError):
             result.recovery = lab.stall(fault, until)
+    if result.passed and result.recovery is None:
+        # A cycle that needed no page after the fault never had to recover from it: the
+        # scenario proved nothing, however clean the catalog.
+        result.passed = False
+        result.detail = (
+            "the scenario recorded no fault"
+            if fault is None
+            else "no page was committed after the fault: the recovery was never exercised"
+        )
     result.operator = lab.operator_view(fault)

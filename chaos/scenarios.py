@@ -9,6 +9,7 @@ when a check of its own does not hold.
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import time
@@ -17,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.lab import PROVIDER, Lab, raise_unless
+from chaos.lab import PROVIDER, Lab, Process, raise_unless
+from ingestion import CycleStatus
 from ingestion.tasks import BURST, TRIGGER
 
 Cycle = dict[str, Any]
@@ -70,7 +72,8 @@ def _consumers(lab: Lab, *, paused: bool) -> None:
 
     def answered() -> bool:
         command = control.cancel_consumer if paused else control.add_consumer
-        replies = command(lab.queue, reply=True, timeout=2)
+        # ``limit``: return once every worker answered, not after the whole timeout.
+        replies = command(lab.queue, reply=True, timeout=2, limit=workers)
         return len(replies or []) >= workers
 
     lab.wait(answered, f"workers {'pausing' if paused else 'resuming'} their consumers", 20)
@@ -84,6 +87,26 @@ def _purge(lab: Lab) -> int:
 
 def _burst_error(lab: Lab, after: int, text: str) -> bool:
     return any(text in (b["error"] or "") for b in lab.bursts() if b["id"] > after)
+
+
+def _burst_row(lab: Lab, burst_id: int) -> dict[str, Any]:
+    """The burst's row as it stands now."""
+    [row] = [b for b in lab.bursts() if b["id"] == burst_id]
+    return row
+
+
+def _ending_in_log(process: Process, burst: dict[str, Any]) -> str | None:
+    """How ``burst`` ended according to its worker's log (its closing line, or a kill at
+    the hard time limit); ``None`` while it has not ended there."""
+    log = process.log()
+    closing = re.search(
+        rf"burst provider={PROVIDER} cycle={burst['cycle_id']} burst={burst['number']} "
+        r".* outcome=(\w+)",
+        log,
+    )
+    if closing is not None:
+        return closing.group(1)
+    return "killed at its hard time limit" if "Hard time limit" in log else None
 
 
 # -- no fault ---------------------------------------------------------------------------
@@ -112,8 +135,8 @@ def sigkill_worker(lab: Lab) -> Cycle:
     lab.worker_of(burst).signal(signal.SIGKILL)
     lab.fault(started, before=burst["id"] - 1)
     cycle = lab.wait_completed(after=started)
-    lost = [b for b in lab.bursts() if b["id"] == burst["id"]]
-    raise_unless(lost[0]["outcome"] == "lost", f"the killed burst ended {lost[0]['outcome']}")
+    lost = _burst_row(lab, burst["id"])
+    raise_unless(lost["outcome"] == "lost", f"the killed burst ended {lost['outcome']}")
     return cycle
 
 
@@ -134,8 +157,21 @@ def sigstop_past_lease(lab: Lab) -> Cycle:
     )
     if expires is not None:
         lab.hold(expires.timestamp() + 1 - time.time())
+    frozen = _burst_row(lab, burst["id"])["pages"]  # what it committed before it froze
     victim.signal(signal.SIGCONT)
-    return lab.wait_completed(after=started)
+    # The resumed burst must end without a commit: its lease ran out while it was frozen.
+    ending = lab.wait(
+        lambda: _ending_in_log(victim, burst), f"{victim.name} ending its resumed burst", 30
+    )
+    cycle = lab.wait_completed(after=started)
+    pages = _burst_row(lab, burst["id"])["pages"]
+    raise_unless(
+        pages == frozen, f"the resumed burst committed {pages - frozen} page(s) after SIGCONT"
+    )
+    raise_unless(
+        ending not in ("continued", "done"), f"the resumed burst ended {ending}, as if it held"
+    )
+    return cycle
 
 
 def sigterm_mid_burst(lab: Lab) -> Cycle:
@@ -146,7 +182,7 @@ def sigterm_mid_burst(lab: Lab) -> Cycle:
     lab.fault(started, before=burst["id"] - 1)
     lab.wait(lambda: not victim.alive(), f"{victim.name} ending its warm shutdown", 30)
     cycle = lab.wait_completed(after=started)
-    [ended] = [b for b in lab.bursts() if b["id"] == burst["id"]]
+    ended = _burst_row(lab, burst["id"])
     raise_unless(
         ended["outcome"] in ("continued", "done"),
         f"the burst under warm shutdown ended {ended['outcome']}, not continued",
@@ -205,8 +241,8 @@ def purge_in_rest(lab: Lab) -> Cycle:
     lab.wait(lambda: _bursts_queued(lab) >= 1, "the step's message in the queue")
     started = time.time()
     raise_unless(_purge(lab) >= 1, "nothing to purge")
+    lab.fault(started, started, before=before)  # recovery counts from the purge
     _consumers(lab, paused=False)
-    lab.fault(started, before=before)
     return lab.wait_completed(after=started)
 
 
@@ -219,8 +255,20 @@ def purge_in_burst(lab: Lab) -> Cycle:
     )
     started = time.time()
     raise_unless(_purge(lab) >= 1, "nothing to purge")
+    # Only a purge that drops a step the cycle still needs tests the recovery of a lost
+    # message: no burst running, and pages left to read that nothing else will announce.
+    [cycle] = [c for c in lab.cycles() if c["id"] == burst["cycle_id"]]
+    pages = math.ceil(lab.count / lab.per_page)
+    raise_unless(
+        cycle["status"] == CycleStatus.RUNNING
+        and cycle["pages"] < pages
+        and not lab.client.store.status(PROVIDER).running,
+        f"at the purge the cycle was {cycle['status']} at page {cycle['pages']} of {pages}: "
+        "the purge dropped no step the cycle needed",
+    )
+    # The purge is the fault: recovery counts from it, through the consumers' return.
+    lab.fault(started, started, before=burst["id"] - 1)
     _consumers(lab, paused=False)
-    lab.fault(started, before=burst["id"] - 1)
     return lab.wait_completed(after=started)
 
 
@@ -278,7 +326,14 @@ def _postgres_fault(lab: Lab, *, mode: str, outage: float) -> Cycle:
     else:
         lab.postgres.restart("immediate" if mode == "immediate" else "fast")
     lab.fault(started, before=burst["id"] - 1)
-    return lab.wait_completed(after=started)
+    cycle = lab.wait_completed(after=started)
+    # The burst's worker records the real cause once the database is back, rather than a
+    # lost worker (in a 30 s stop too: the default page timeout outlasts the outage).
+    raise_unless(
+        _burst_error(lab, burst["id"] - 1, "the database"),
+        "no burst recorded the database outage as its cause",
+    )
+    return cycle
 
 
 def postgres_restart_fast(lab: Lab) -> Cycle:
@@ -290,14 +345,7 @@ def postgres_restart_immediate(lab: Lab) -> Cycle:
 
 
 def postgres_stop(lab: Lab) -> Cycle:
-    cycle = _postgres_fault(lab, mode="fast", outage=OUTAGE)
-    # With the default page timeout the burst's time outlasts the outage: its worker records
-    # the real cause once the database is back, rather than a lost worker.
-    raise_unless(
-        _burst_error(lab, 0, "the database"),
-        "no burst recorded the database outage as its cause",
-    )
-    return cycle
+    return _postgres_fault(lab, mode="fast", outage=OUTAGE)
 
 
 # -- the provider and the source --------------------------------------------------------

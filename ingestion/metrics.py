@@ -163,12 +163,20 @@ def _gauges(rows: list[stats.ProviderGauge]) -> Iterator[Metric]:
         "Removals held back by a sweep guard, waiting for confirmation.",
         labels=["provider"],
     )
+    last_error = GaugeMetricFamily(
+        "ingestion_provider_last_error_timestamp_seconds",
+        "When the current cycle last recorded an error (Unix time); 0 when it recorded none. "
+        "A new cycle resets it to 0.",
+        labels=["provider"],
+    )
     for row in rows:
         running.add_metric([row.provider], 1.0 if row.running else 0.0)
         attempts.add_metric([row.provider], row.attempts)
         due.add_metric([row.provider, row.action], row.due_at.timestamp())
         blocked.add_metric([row.provider], row.blocked)
-    yield from (running, attempts, due, blocked)
+        failed = row.last_error_at
+        last_error.add_metric([row.provider], failed.timestamp() if failed is not None else 0.0)
+    yield from (running, attempts, due, blocked, last_error)
 
 
 def registry_for(db: Database, **options: Any) -> CollectorRegistry:

@@ -6,6 +6,7 @@ API reads and steers the same database over HTTP, as an operator would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -609,6 +610,36 @@ def test_metrics_count_what_the_bursts_committed_per_provider(api: Api) -> None:
     assert value(s, "ingestion_provider_running", **services) == 0
     # The admin token reads the same figures.
     assert scrape(api, TOKEN)[("ingestion_pages_total", (("provider", "services"),))] == 34
+
+
+def test_metrics_show_when_the_current_cycle_last_failed_until_a_new_cycle_opens(
+    api: Api,
+) -> None:
+    last_error = "ingestion_provider_last_error_timestamp_seconds"
+    # Given a cycle whose first burst fails: the source answers 500 to every request
+    api.source.fail_requests = 1_000
+    failed = start_step(api, "services")
+    assert failed.outcome == "failed" and failed.next is not None
+    at = api.ingestion.store.status("services").last_error_at
+    assert at is not None
+    # Then the metrics say when, as the status does
+    assert value(scrape(api), last_error, provider="services") == pytest.approx(at.timestamp())
+
+    # When the source recovers and the same cycle goes on to its end
+    api.source.fail_requests = 0
+    step = failed.next
+    while step is not None and step.cycle_id == failed.cycle_id:
+        time.sleep(step.countdown)
+        report = api.ingestion.engine.run_step("services", step.ticket, OWNER)
+        step = None if report.outcome == "done" else report.next
+    assert api.ingestion.store.cycles("services", limit=1)[0]["status"] == "completed"
+    # Then its rest still shows the error of the cycle that just ended
+    assert value(scrape(api), last_error, provider="services") == pytest.approx(at.timestamp())
+
+    # When a new cycle runs without an error
+    api.cycle()
+    # Then the series is 0 again
+    assert value(scrape(api), last_error, provider="services") == 0
 
 
 # -- failures ------------------------------------------------------------------------------

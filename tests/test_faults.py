@@ -235,6 +235,9 @@ def test_a_lost_burst_that_had_made_progress_is_retried_at_once(
     assert ingestion.store.status("items").attempts == 0
     [lost] = [b for b in ingestion.store.bursts("items") if b["outcome"] == "lost"]
     assert lost["pages"] == 1
+    # And its error record names the page it was on: the one after its last commit
+    [error] = ingestion.errors("items", kind=ErrorKind.BURST.value)
+    assert error["page"] == 2 and "burst lost" in error["message"]
 
 
 # -- what the operator sees ------------------------------------------------------------------

@@ -177,7 +177,15 @@ def claim(
         )
         progressed = t.burst_progressed(tx, name=name, ticket=ticket)
         t.end_burst_of_ticket(tx, name, ticket, BurstOutcome.LOST, error=reason)
-        doorbell = t.record_failure(tx, row, reason, options, progressed=progressed, lost=True)
+        doorbell = t.record_failure(
+            tx,
+            row,
+            reason,
+            options,
+            progressed=progressed,
+            lost=True,
+            page=t.page_in_flight(tx, row.cycle_id),
+        )
         return LostBurst(reason, doorbell)
     transition = state.claim_step(t.schedule_of(row), tx.now, has_cycle=row.cycle_id is not None)
     cycle_id = t.open_cycle(tx, name) if transition.open_cycle else row.cycle_id

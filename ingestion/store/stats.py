@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
@@ -61,6 +61,7 @@ class ProviderGauge:
     attempts: int
     running: bool
     blocked: int
+    last_error_at: datetime | None  # of the current cycle; a new cycle clears it
 
 
 def open_cycles(db: Database, *, more_than: int = 1) -> dict[str, int]:
@@ -150,7 +151,8 @@ def cycle_durations(db: Database, bounds: Sequence[float]) -> list[Histogram]:
 
 
 def provider_gauges(db: Database) -> list[ProviderGauge]:
-    """Every provider row: its next action, when, attempts, and whether a burst holds it."""
+    """Every provider row: its next action, when, attempts, whether a burst holds it, and
+    when its current cycle last recorded an error."""
     p = m.providers.c
     with db.read() as conn:
         now = db.now(conn)
@@ -163,6 +165,7 @@ def provider_gauges(db: Database) -> list[ProviderGauge]:
                 p.lease_owner,
                 p.lease_expires_at,
                 p.blocked_count,
+                p.last_error_at,
             ).order_by(p.name)
         ).all()
     return [
@@ -173,6 +176,7 @@ def provider_gauges(db: Database) -> list[ProviderGauge]:
             attempts=row.attempts,
             running=state.lease_held(row.lease_owner, row.lease_expires_at, now),
             blocked=row.blocked_count,
+            last_error_at=row.last_error_at,
         )
         for row in rows
     ]

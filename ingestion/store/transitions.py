@@ -16,7 +16,7 @@ from sqlalchemy import Row, func, insert, select, update
 from ingestion import state
 from ingestion.errors import LeaseLost, UnknownProvider
 from ingestion.options import ProviderOptions
-from ingestion.state import BurstOutcome, CycleStatus, Schedule, Transition
+from ingestion.state import BurstOutcome, CycleStatus, Phase, Schedule, Transition
 from ingestion.store import models as m
 from ingestion.store.database import Tx
 from ingestion.store.records import Claim, Doorbell, ErrorKind, Problem
@@ -265,6 +265,17 @@ def record_failure(
             row.cycle_id,
         )
     return apply(tx, row.name, transition, row.cycle_id, last_error=message, last_error_at=tx.now)
+
+
+def page_in_flight(tx: Tx, cycle_id: int | None) -> int | None:
+    """The page a lost burst of ``cycle_id`` was on: the one after the cycle's last committed
+    page (every commit holds the lease, so none lands once it ran out). ``None`` in the
+    checking phase, which reads no pages."""
+    c = m.cycles.c
+    row = tx.conn.execute(select(c.pages, c.phase).where(c.id == cycle_id)).first()
+    if row is None or row.phase != Phase.INGEST.value:
+        return None
+    return int(row.pages) + 1
 
 
 def burst_progressed(
