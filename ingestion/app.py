@@ -138,7 +138,9 @@ class IncrementalIngestion:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.settings.database_url)
+            self._store = Store(
+                self.settings.database_url, idle_in_transaction=self.settings.lease_seconds
+            )
             if self.settings.changes_task:
                 self._store.db.change_listeners.append(self._push_changes)
         return self._store

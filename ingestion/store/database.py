@@ -48,8 +48,22 @@ def _begin_sqlite(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def create_sql_engine(url: str) -> sqlalchemy.Engine:
-    """A SQLAlchemy engine set up for the ingestion's access pattern on Postgres or SQLite."""
+#: How long Postgres lets a session sit idle inside a transaction before it ends the session.
+#: The engine's transactions never wait on anything but the database between statements, so a
+#: session idle this long belongs to a worker that is frozen (SIGSTOP, a paused VM) or wedged;
+#: ending it frees the row locks it holds, which would otherwise keep every other worker from
+#: taking its provider over. The app passes its lease: such a worker has lost its lease anyway.
+IDLE_IN_TRANSACTION_SECONDS = 10.0
+
+
+def create_sql_engine(
+    url: str, *, idle_in_transaction: float | None = IDLE_IN_TRANSACTION_SECONDS
+) -> sqlalchemy.Engine:
+    """A SQLAlchemy engine set up for the ingestion's access pattern on Postgres or SQLite.
+
+    ``idle_in_transaction`` (seconds, Postgres): see :data:`IDLE_IN_TRANSACTION_SECONDS`;
+    ``None`` leaves the server's setting.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -60,12 +74,20 @@ def create_sql_engine(url: str) -> sqlalchemy.Engine:
         event.listen(engine, "begin", _begin_sqlite)
         return engine
     if parsed.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {}
+        if idle_in_transaction is not None:
+            given = parsed.query.get("options")
+            options = [given] if isinstance(given, str) else list(given or ())
+            milliseconds = max(1, round(idle_in_transaction * 1000))
+            options.append(f"-c idle_in_transaction_session_timeout={milliseconds}")
+            connect_args["options"] = " ".join(options)
         return sqlalchemy.create_engine(
             url,
             pool_pre_ping=True,
             pool_size=2,
             max_overflow=4,
             executemany_mode="values_plus_batch",
+            connect_args=connect_args,
         )
     return sqlalchemy.create_engine(url, pool_pre_ping=True)
 
@@ -109,9 +131,17 @@ class Tx:
 class Database:
     """The database the ingestion keeps its state and catalog in."""
 
-    def __init__(self, url: str, *, sql_engine: sqlalchemy.Engine | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sql_engine: sqlalchemy.Engine | None = None,
+        idle_in_transaction: float | None = IDLE_IN_TRANSACTION_SECONDS,
+    ) -> None:
         self.url = url
-        self.sql_engine = sql_engine or create_sql_engine(url)
+        self.sql_engine = sql_engine or create_sql_engine(
+            url, idle_in_transaction=idle_in_transaction
+        )
         self.dialect: str = self.sql_engine.dialect.name
         # Called with each committed batch of changes (see ingestion.store.changes.Batch).
         self.change_listeners: list[Callable[[Batch], None]] = []

@@ -30,7 +30,7 @@ from ingestion.store import (
     sweep,
     transitions,
 )
-from ingestion.store.database import Database
+from ingestion.store.database import IDLE_IN_TRANSACTION_SECONDS, Database
 from ingestion.store.records import (
     CheckBatch,
     CheckCommit,
@@ -50,8 +50,14 @@ from ingestion.store.records import (
 class Store:
     """State and catalog of an ingestion, in Postgres or SQLite."""
 
-    def __init__(self, url: str, *, database: Database | None = None) -> None:
-        self.db = database or Database(url)
+    def __init__(
+        self,
+        url: str,
+        *,
+        database: Database | None = None,
+        idle_in_transaction: float | None = IDLE_IN_TRANSACTION_SECONDS,
+    ) -> None:
+        self.db = database or Database(url, idle_in_transaction=idle_in_transaction)
         self.entity_writer = pages.entity_writer_for(self.db)
 
     @property
