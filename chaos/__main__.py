@@ -102,10 +102,9 @@ def main() -> int:
     finally:
         postgres.destroy()
         redis.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
         if any(not r.passed for r in results):
-            print(f"chaos: the processes' logs are kept in {folder}", flush=True)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+            print(f"chaos: each scenario's process logs are in {LOGS}/<scenario>", flush=True)
     total = time.monotonic() - began
     target = os.environ.get("CHAOS_REPORT") or (
         str(ROOT / REPORT) if len(scenarios) == len(SCENARIOS) else ""

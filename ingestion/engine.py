@@ -157,6 +157,16 @@ class Engine:
         self, registered: Registered, claim: Claim, progress: ProgressCallback | None
     ) -> BurstReport:
         run = _BurstRun(self, registered, claim, progress)
+        try:
+            return self._run_and_end(run, registered, claim)
+        except SoftTimeLimitExceeded:  # while recording how it ended (frozen, or no database):
+            # what it could not record is left to its lease, and the step is taken over.
+            run.report.outcome = BurstOutcome.INTERRUPTED
+            run.report.reason = "the burst's time limit passed while it was recording how it ended"
+            log.warning("%s: stopped: %s", run.where(), run.report.reason)
+            return self._finish(run.report, run.started)
+
+    def _run_and_end(self, run: _BurstRun, registered: Registered, claim: Claim) -> BurstReport:
         report = run.report
         heartbeat = _Heartbeat(self.store, claim, run.lease)
         heartbeat.start()

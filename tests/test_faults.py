@@ -4,15 +4,18 @@ test_workers.py and the fault-injection suite (``make chaos``)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from ingestion import (
     Action,
+    BurstOutcome,
     CycleStatus,
     DeferredEntity,
     EntityIteratorResult,
@@ -176,6 +179,38 @@ def test_a_burst_frozen_past_its_lease_commits_nothing(database_url: str, tmp_pa
         ingestion.store.commit_page(claim, prepare_page("items", _page(2), 2), 2, lease)  # type: ignore[arg-type]
     assert not ingestion.store.renew_lease(claim, lease)  # type: ignore[arg-type]
     assert ingestion.store.checkpoints("items")[0]["sequence"] == 1
+
+
+class _LimitWhileDescribed(Exception):
+    """A failure whose description meets the burst's soft time limit: the limit's signal
+    arrives while the burst is recording how it failed (as it does in a worker resumed long
+    after it was frozen)."""
+
+    def __str__(self) -> str:
+        raise SoftTimeLimitExceeded()
+
+
+@pytest.mark.timeout(60)
+def test_a_time_limit_met_while_recording_a_failure_ends_the_burst_interrupted(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = ShiftingSource(names(20))
+    provider = PageNumberProvider("items", source)
+    ingestion = ingestion_with(database_url, tmp_path, provider, page_retries=0)
+
+    def fails(context: Any, cursor: Any = None) -> Any:
+        raise _LimitWhileDescribed()
+
+    provider.next = fails  # type: ignore[method-assign]
+    doorbell = ingestion.store.start("items")
+    with caplog.at_level(logging.INFO, logger="ingestion"):
+        report = ingestion.engine.run_step("items", doorbell.ticket, OWNER)
+    assert report.outcome is BurstOutcome.INTERRUPTED
+    assert "time limit passed while it was recording" in (report.reason or "")
+    # The burst's closing line is logged, and the step is left to its lease (taken over later)
+    assert any("outcome=interrupted" in r.getMessage() for r in caplog.records)
+    [burst] = ingestion.store.bursts("items")
+    assert burst["outcome"] == BurstOutcome.RUNNING
 
 
 def _options(ingestion: IncrementalIngestion) -> Any:
