@@ -1,5 +1,6 @@
-"""The layers: the engine imports nothing from the ready providers, and no module imports
-itself back through others (read from the source, as an import linter would)."""
+"""The layers: the engine imports nothing from the ready providers, no module imports itself
+back through others, and the store tests which database it runs on only where it chooses an
+implementation (read from the source, as an import linter would)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,36 @@ def test_no_module_imports_itself_back(graph: dict[str, set[str]]) -> None:
 
     circles = sorted(module for module in graph if module in reaches(module))
     assert circles == []
+
+
+def _database_tests(path: Path) -> set[str]:
+    """The functions of ``path`` that compare something with a database's name."""
+    names = {"postgresql", "sqlite"}
+    found: set[str] = set()
+    for function in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Compare) and any(
+                isinstance(side, ast.Constant) and side.value in names
+                for side in (node.left, *node.comparators)
+            ):
+                found.add(function.name)
+    return found
+
+
+@pytest.mark.timeout(30)
+def test_the_store_asks_which_database_it_runs_on_only_where_it_chooses_an_implementation() -> None:
+    store = ROOT / "ingestion" / "store"
+    asked = {
+        f"{path.stem}.{function}"
+        for path in store.glob("*.py")
+        if path.stem not in {"models", "migrate"}  # column types and the schema's lock
+        for function in _database_tests(path)
+    }
+    assert asked == {
+        "database.create_sql_engine",
+        "dialects.dialect_sql_for",
+        "changes.feed_writer_for",
+        "pages.entity_writer_for",
+    }

@@ -91,8 +91,7 @@ def accept(
     order applies them in the order they were accepted.
     """
     e = m.events.c
-    if db.dialect == "postgresql":
-        tx.conn.execute(select(func.pg_advisory_xact_lock(EVENTS_LOCK)))
+    tx.sql.serialise(tx.conn, EVENTS_LOCK)
     new = tx.conn.execute(
         db.insert(m.events)
         .values(
