@@ -1,10 +1,12 @@
 """The layers: the engine imports nothing from the ready providers, no module imports itself
-back through others, and the store tests which database it runs on only where it chooses an
-implementation (read from the source, as an import linter would)."""
+back through others, the store tests which database it runs on only where it chooses an
+implementation, and every error of the engine is under one root (read from the source, as an
+import linter would)."""
 
 from __future__ import annotations
 
 import ast
+import builtins
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,17 @@ def test_the_store_asks_which_database_it_runs_on_only_where_it_chooses_an_imple
         "changes.feed_writer_for",
         "pages.entity_writer_for",
     }
+
+
+@pytest.mark.timeout(30)
+def test_every_error_of_the_engine_is_under_the_one_root() -> None:
+    built_in = {name for name in dir(builtins) if name.endswith(("Error", "Exception"))}
+    outside = {
+        f"{path.relative_to(ROOT)}:{node.name}"
+        for path in (ROOT / "ingestion").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(base, ast.Name) and base.id in built_in for base in node.bases)
+    }
+    # The root itself, and the CLI's own message for a failed command (it never leaves the CLI).
+    assert outside == {"ingestion/errors.py:IngestionError", "ingestion/cli/base.py:Failure"}
