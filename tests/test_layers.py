@@ -1,7 +1,7 @@
 """The layers: the engine imports nothing from the ready providers, no module imports itself
 back through others, the store tests which database it runs on only where it chooses an
-implementation, and every error of the engine is under one root (read from the source, as an
-import linter would)."""
+implementation, every error of the engine is under one root, and test modules share helpers
+through tests/support only (read from the source, as an import linter would)."""
 
 from __future__ import annotations
 
@@ -119,3 +119,23 @@ def test_every_error_of_the_engine_is_under_the_one_root() -> None:
     }
     # The root itself, and the CLI's own message for a failed command (it never leaves the CLI).
     assert outside == {"ingestion/errors.py:IngestionError", "ingestion/cli/base.py:Failure"}
+
+
+@pytest.mark.timeout(30)
+def test_test_modules_share_helpers_through_the_support_package_only() -> None:
+    tests = ROOT / "tests"
+    wrong = set()
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                imported = [a.name for a in node.names]
+            else:
+                continue
+            wrong.update(
+                (path.relative_to(ROOT).as_posix(), name)
+                for name in imported
+                if name.startswith(("tests.test_", "tests.conftest"))
+            )
+    assert wrong == set()
