@@ -12,7 +12,7 @@
     │   └── SourceRefused           a refusal retrying cannot fix; the provider is parked
     ├── EntityRejected              one entity breaks an envelope rule; the rest of its page commits
     ├── EventRejected               a provider cannot apply an event; it is recorded as rejected
-    ├── LeaseLost                   this worker no longer holds the step it was running
+    ├── LeaseLost                   this worker no longer holds the step or the lease it ran under
     ├── DatabaseUnavailable         the database did not answer; the step is retried when it does
     └── RetryAfter                  the source asks to wait (a rate limit); no backoff step spent
 
@@ -75,7 +75,8 @@ class EventRejected(IngestionError):
 
 
 class LeaseLost(IngestionError):
-    """This worker no longer holds the provider: another step replaced the one it was running."""
+    """This worker no longer holds what it was running under: another step replaced its
+    burst's, or the event applier's lease expired (another worker may hold it now)."""
 
 
 class DatabaseUnavailable(IngestionError):

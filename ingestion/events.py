@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ingestion.errors import ConfigurationError, DatabaseUnavailable, EventRejected
+from ingestion.errors import ConfigurationError, DatabaseUnavailable, EventRejected, LeaseLost
 from ingestion.preparing import prepare_page
 from ingestion.provider import (
     EntityIteratorResult,
@@ -28,7 +28,7 @@ from ingestion.provider import (
     handles_events,
 )
 from ingestion.store import Store
-from ingestion.store.events import Accepted, Lease, LeaseGone, ProviderDelta, StoredEvent
+from ingestion.store.events import Accepted, Lease, ProviderDelta, StoredEvent
 
 log = logging.getLogger("ingestion.events")
 
@@ -121,7 +121,7 @@ class EventApplier:
                 return applied
             try:
                 applied += self._apply_all(lease)
-            except LeaseGone as exc:
+            except LeaseLost as exc:
                 log.warning("event applier stopped: %s; another worker goes on", exc)
                 return applied
             finally:

@@ -186,6 +186,7 @@ def test_reset_asks_first_then_purges_the_records_and_keeps_the_entities(cli: Cl
     cli("run", "services")
     store = cli.store()
     refused = cli("reset", "services", code=1)
+    assert "Purge the cycles, page checkpoints, bursts and errors of 'services'" in refused.stdout
     assert "not confirmed" in refused.stderr
     assert store.cycles("services")  # nothing purged
     assert "records purged" in cli("reset", "services", "--yes").stdout

@@ -24,7 +24,7 @@ from ingestion import (
     RemovalCheck,
     Settings,
 )
-from ingestion.errors import ConfigurationError
+from ingestion.errors import ConfigurationError, LeaseLost
 from ingestion.events import APPLIER_LOCK, check_topic, clean_headers
 from ingestion.settings import EMBEDDED_BROKER
 from providers.synthetic import (
@@ -455,7 +455,7 @@ def test_an_applier_whose_lease_expired_applies_nothing_and_an_event_applies_onc
 ) -> None:
     from datetime import timedelta
 
-    from ingestion.store.events import Lease, LeaseGone, ProviderDelta
+    from ingestion.store.events import Lease, ProviderDelta
 
     _, server = small_source
     event_id = deliver(ingestion, server.url, "once", added=[5])
@@ -464,7 +464,7 @@ def test_an_applier_whose_lease_expired_applies_nothing_and_an_event_applies_onc
     assert set(deltas) == {"services"} and isinstance(deltas["services"], ProviderDelta)
     # A lease this applier does not hold (it expired and someone took it): nothing applies
     stale = Lease(APPLIER_LOCK, "stale/1", timedelta(seconds=60))
-    with pytest.raises(LeaseGone):
+    with pytest.raises(LeaseLost):
         ingestion.store.apply_event(stored, deltas, results, stale)
     assert ingestion.catalog.get(service_ref(5)) is None
     # The holder applies it once; a second try (a stale batch) finds it applied

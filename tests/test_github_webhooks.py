@@ -31,7 +31,7 @@ from providers.github import GitHubProvider
 from tests.support.api_server import serve
 from tests.support.fake_apis import GitHubApi, expected_refs, make_repo
 from tests.support.feed import catalog_content, replay
-from tests.test_provider_events import rest_repository, webhook
+from tests.support.github_events import rest_repository, webhook
 
 ADMIN = "admin-token-for-tests-0123456789"
 SECRET = "webhook-secret-for-tests-0123456"

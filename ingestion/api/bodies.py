@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from ingestion.catalog import CatalogEntity
 from ingestion.errors import UnknownProvider
 from ingestion.options import ProviderOptions
-from ingestion.state import Action, Phase
+from ingestion.state import Action, BurstOutcome, CycleStatus, Phase
 from ingestion.store import Doorbell
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class CycleSummary(CycleProgress):
 
 
 class CycleRecord(CycleSummary):
-    status: str = Field(description="running, completed or cancelled.")
+    status: CycleStatus
 
 
 class Cycles(BaseModel):
@@ -74,9 +74,7 @@ class BurstRecord(BaseModel):
     cycle_id: int
     number: int = Field(description="The burst's number in its cycle.")
     worker: str
-    outcome: str = Field(
-        description="running, continued, done, waiting, failed, lost or interrupted."
-    )
+    outcome: BurstOutcome = Field(description="How the burst ended; running until it ends.")
     pages: int
     entities: int
     written: int

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ingestion.api import ProviderDetail
 from ingestion.catalog import CatalogEntity
+from ingestion.state import Phase
 
 out = Console()
 err = Console(stderr=True)
@@ -80,7 +81,7 @@ def status_table(d: ProviderDetail) -> Table:
             f"#{c.id} ended {when(c.ended_at)}: {c.entities} entities, {c.removed} removed, "
             f"took {took}",
         )
-    if d.current_cycle and d.current_cycle.phase != "ingest":
+    if d.current_cycle and d.current_cycle.phase != Phase.INGEST:
         c = d.current_cycle
         table.add_row("removal checks", f"{c.checked} candidates asked, {c.kept} still there")
     if d.blocked_sweep:

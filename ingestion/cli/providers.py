@@ -233,7 +233,10 @@ def reset(
 ) -> None:
     """Purge the provider's ingestion records and begin afresh; its entities stay."""
     if not yes:
-        question = f"Purge the cycles, marks, bursts and errors of {name!r} and start it afresh?"
+        question = (
+            f"Purge the cycles, page checkpoints, bursts and errors of {name!r} and start it "
+            "afresh (its entities stay)?"
+        )
         try:
             confirmed = typer.confirm(question)
         except typer.Abort:  # no answer (stdin closed)

@@ -1,12 +1,13 @@
 """The change feed: every change the engine makes to the catalog, in commit order.
 
 A writing transaction collects its changes on :attr:`Tx.changes
-<ingestion.store.database.Tx.changes>` (:func:`added`, :func:`changed`, :func:`removed`); the
-last thing it does before it commits is :func:`record` them. On Postgres, :func:`record` first
-takes a transaction lock that every writer of the feed takes, and holds it until the commit:
-ids are drawn from the sequence in commit order, so a consumer that has read every change up to
-an id never sees a change with a lower id commit afterwards. Only transactions that changed the
-catalog take it (an unchanged page does not). SQLite has one writer at a time already.
+<ingestion.store.database.Tx.changes>` (:func:`written`, :func:`removed`); the last thing it does
+before it commits is to :meth:`~FeedWriter.record` them with the database's :class:`FeedWriter`,
+chosen once. On Postgres, recording first takes a transaction lock that every writer of the feed
+takes, and holds it until the commit: ids are drawn from the sequence in commit order, so a
+consumer that has read every change up to an id never sees a change with a lower id commit
+afterwards. Only transactions that changed the catalog take it (an unchanged page does not).
+SQLite has one writer at a time already.
 
 Replaying the feed from its first row (``added`` and ``changed`` write the entity,
 ``removed`` deletes the ref) rebuilds the catalog's content, as long as retention has removed
@@ -38,7 +39,7 @@ from ingestion.store.models import UTCDateTime
 
 if TYPE_CHECKING:
     from ingestion.entities import PreparedEntity
-    from ingestion.store.database import Database, Tx
+    from ingestion.store.database import Tx
 
 # pg_advisory_xact_lock's key for the feed's writers: "ingestion.changes" as a number.
 FEED_LOCK = 0x696E672E636867
@@ -138,12 +139,66 @@ _PG_INSERT = text(
 )
 
 
-def record(db: Database, tx: Tx) -> Batch:
-    """Write ``tx``'s changes to the feed, in the order they were noted; its last statement."""
-    rows = tx.changes
-    providers = tuple(sorted({r["provider"] for r in rows}))
-    if db.dialect == "postgresql":
-        tx.conn.execute(select(func.pg_advisory_xact_lock(FEED_LOCK)))
+# The columns of a removal: the ref, then the constants remove_where gives.
+_REMOVAL_COLUMNS = ["ref", "kind", "provider", "source", "cycle_id", "created_at"]
+
+
+def _providers(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(sorted({r["provider"] for r in rows}))
+
+
+class FeedWriter:
+    """Writes a transaction's changes to the feed; a subclass per database supplies the
+    statements, chosen once when the :class:`~ingestion.store.database.Database` is made."""
+
+    def record(self, tx: Tx) -> Batch:
+        """Write ``tx``'s changes to the feed, in the order they were noted; its last
+        statement."""
+        raise NotImplementedError
+
+    def remove_where(
+        self,
+        tx: Tx,
+        scope: ColumnElement[bool],
+        provider: str,
+        source: ChangeSource,
+        *,
+        cycle_id: int | None = None,
+    ) -> int:
+        """Delete the entities ``scope`` selects and record each removal in the feed, in the
+        database: a sweep of a million entities holds none of their refs in Python. How
+        many."""
+        first, last, count = self.delete_and_record(
+            tx,
+            scope,
+            (
+                literal(ChangeKind.REMOVED.value),
+                literal(provider),
+                literal(source.value),
+                literal(cycle_id, BigInteger),
+                literal(tx.now, UTCDateTime()),
+            ),
+        )
+        if count:
+            tx.recorded.append(Batch(int(first), int(last), int(count), (provider,)))
+        return int(count)
+
+    def delete_and_record(
+        self, tx: Tx, scope: ColumnElement[bool], constants: tuple[Any, ...]
+    ) -> tuple[Any, Any, Any]:
+        """Delete what ``scope`` selects, write a removal for each ref (with the
+        ``constants`` of :data:`_REMOVAL_COLUMNS`), in ref order; the first id, last id,
+        count."""
+        raise NotImplementedError
+
+
+class PostgresFeedWriter(FeedWriter):
+    """Postgres: under the feed's transaction lock (ids in commit order), a transaction's
+    changes as arrays in one statement; removals deleted and written in one statement."""
+
+    def record(self, tx: Tx) -> Batch:
+        rows = tx.changes
+        tx.sql.serialise(tx.conn, FEED_LOCK)
         first, last, count = tx.conn.execute(
             _PG_INSERT,
             {
@@ -157,38 +212,17 @@ def record(db: Database, tx: Tx) -> Batch:
                 "entities": [r["entity"] for r in rows],
             },
         ).one()
-        return Batch(int(first), int(last), int(count), providers)
-    ids = list(tx.conn.scalars(insert(m.changes).returning(m.changes.c.id), rows))
-    return Batch(min(ids), max(ids), len(ids), providers)
+        return Batch(int(first), int(last), int(count), _providers(rows))
 
-
-def remove_where(
-    tx: Tx,
-    scope: ColumnElement[bool],
-    provider: str,
-    source: ChangeSource,
-    *,
-    cycle_id: int | None = None,
-) -> int:
-    """Delete the entities ``scope`` selects and record each removal in the feed, in the
-    database: a sweep of a million entities holds none of their refs in Python. How many."""
-    e = m.entities.c
-    columns = ["ref", "kind", "provider", "source", "cycle_id", "created_at"]
-    constants = (
-        literal(ChangeKind.REMOVED.value),
-        literal(provider),
-        literal(source.value),
-        literal(cycle_id, BigInteger),
-        literal(tx.now, UTCDateTime()),
-    )
-    c = m.changes.c
-    if tx.conn.dialect.name == "postgresql":
-        tx.conn.execute(select(func.pg_advisory_xact_lock(FEED_LOCK)))
-        gone = delete(m.entities).where(scope).returning(e.ref).cte("gone")
+    def delete_and_record(
+        self, tx: Tx, scope: ColumnElement[bool], constants: tuple[Any, ...]
+    ) -> tuple[Any, Any, Any]:
+        tx.sql.serialise(tx.conn, FEED_LOCK)
+        gone = delete(m.entities).where(scope).returning(m.entities.c.ref).cte("gone")
         written = (
             insert(m.changes)
-            .from_select(columns, select(gone.c.ref, *constants).order_by(gone.c.ref))
-            .returning(c.id)
+            .from_select(_REMOVAL_COLUMNS, select(gone.c.ref, *constants).order_by(gone.c.ref))
+            .returning(m.changes.c.id)
             .cte("written")
         )
         first, last, count = tx.conn.execute(
@@ -196,12 +230,28 @@ def remove_where(
                 written
             )
         ).one()
-    else:
+        return first, last, count
+
+
+class SQLiteFeedWriter(FeedWriter):
+    """SQLite: one writer at a time, so ids come in commit order without a lock; multi-row
+    statements."""
+
+    def record(self, tx: Tx) -> Batch:
+        rows = tx.changes
+        ids = list(tx.conn.scalars(insert(m.changes).returning(m.changes.c.id), rows))
+        return Batch(min(ids), max(ids), len(ids), _providers(rows))
+
+    def delete_and_record(
+        self, tx: Tx, scope: ColumnElement[bool], constants: tuple[Any, ...]
+    ) -> tuple[Any, Any, Any]:
+        e = m.entities.c
+        c = m.changes.c
         # One writer at a time: every id this insert hands out is above the largest so far.
         before = last_id(tx.conn)
         tx.conn.execute(
             insert(m.changes).from_select(
-                columns, select(e.ref, *constants).where(scope).order_by(e.ref)
+                _REMOVAL_COLUMNS, select(e.ref, *constants).where(scope).order_by(e.ref)
             )
         )
         first, last, count = tx.conn.execute(
@@ -209,9 +259,14 @@ def remove_where(
         ).one()
         removed = tx.conn.execute(delete(m.entities).where(scope)).rowcount
         assert removed == count, (removed, count)
-    if count:
-        tx.recorded.append(Batch(int(first), int(last), int(count), (provider,)))
-    return int(count)
+        return first, last, count
+
+
+def feed_writer_for(dialect: str) -> FeedWriter:
+    """The feed writer of the database named ``dialect`` (SQLAlchemy's name), chosen once."""
+    if dialect == "postgresql":
+        return PostgresFeedWriter()
+    return SQLiteFeedWriter()
 
 
 def merged(batches: Sequence[Batch]) -> Batch | None:

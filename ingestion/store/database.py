@@ -10,19 +10,19 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import Connection, event, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from ingestion.errors import DatabaseUnavailable
-from ingestion.store.changes import Batch, merged, record
+from ingestion.store.changes import Batch, FeedWriter, feed_writer_for, merged
+from ingestion.store.dialects import DialectSQL, dialect_sql_for
 
 log = logging.getLogger("ingestion.store")
 
@@ -117,19 +117,26 @@ def _first_line(exc: DBAPIError) -> str:
 class Tx:
     """An open writing transaction and the database's time when it began.
 
-    ``changes`` collects what the transaction does to the catalog (see
+    ``sql`` and ``feed`` are the database's own statements (chosen once, see
+    :class:`Database`). ``changes`` collects what the transaction does to the catalog (see
     :mod:`ingestion.store.changes`); they are written to the change feed as its last statement.
     """
 
     conn: Connection
     now: datetime
+    sql: DialectSQL
+    feed: FeedWriter
     changes: list[dict[str, Any]] = field(default_factory=list)
-    # Batches already written to the feed by set-based statements (changes.remove_where).
+    # Batches already written to the feed by set-based statements (FeedWriter.remove_where).
     recorded: list[Batch] = field(default_factory=list)
 
 
 class Database:
-    """The database the ingestion keeps its state and catalog in."""
+    """The database the ingestion keeps its state and catalog in.
+
+    What its statements say differently on Postgres and SQLite is chosen here, once:
+    :attr:`sql` (:mod:`ingestion.store.dialects`) and the change feed's writer :attr:`feed`.
+    """
 
     def __init__(
         self,
@@ -143,6 +150,8 @@ class Database:
             url, idle_in_transaction=idle_in_transaction
         )
         self.dialect: str = self.sql_engine.dialect.name
+        self.sql = dialect_sql_for(self.dialect)
+        self.feed = feed_writer_for(self.dialect)
         # Called with each committed batch of changes (see ingestion.store.changes.Batch).
         self.change_listeners: list[Callable[[Batch], None]] = []
 
@@ -156,10 +165,10 @@ class Database:
         with _unavailable(), self.sql_engine.connect() as conn:
             conn.execution_options(ingestion_write=True)
             with conn.begin():
-                tx = Tx(conn, self.now(conn))
+                tx = Tx(conn, self.now(conn), self.sql, self.feed)
                 yield tx
                 if tx.changes:
-                    tx.recorded.append(record(self, tx))
+                    tx.recorded.append(self.feed.record(tx))
         batch = merged(tx.recorded)
         if batch is not None:
             for listener in self.change_listeners:
@@ -175,21 +184,13 @@ class Database:
             yield conn
 
     def now(self, conn: Connection) -> datetime:
-        """The database's clock: every decision about what is due uses it."""
-        if self.dialect == "postgresql":
-            value = conn.execute(select(func.clock_timestamp())).scalar_one()
-            assert isinstance(value, datetime)
-            return value.astimezone(UTC)
-        # SQLite is embedded: its clock is this machine's.
-        return datetime.now(UTC)
+        """The database's clock (``clock_timestamp()`` on Postgres, this machine's with
+        SQLite): every decision about what is due uses it."""
+        return self.sql.now(conn)
 
     def insert(self, table: Any) -> Any:
-        """An ``INSERT`` that knows the dialect's ``ON CONFLICT``."""
-        if self.dialect == "postgresql":
-            return postgresql.insert(table)
-        if self.dialect == "sqlite":
-            return sqlite.insert(table)
-        return insert(table)
+        """An ``INSERT`` that knows the database's ``ON CONFLICT``."""
+        return self.sql.insert(table)
 
     def migrate(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` with Alembic."""

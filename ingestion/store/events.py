@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, or_, select, update
 
+from ingestion.errors import LeaseLost
 from ingestion.store import changes
 from ingestion.store import models as m
 from ingestion.store.changes import ChangeSource
@@ -34,10 +35,6 @@ class EventStatus(StrEnum):
     PENDING = "pending"
     APPLIED = "applied"
     FAILED = "failed"  # the database refused to apply it; kept, not retried
-
-
-class LeaseGone(Exception):
-    """The applier's lease expired and another worker may hold it: stop applying."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +88,7 @@ def accept(
     order applies them in the order they were accepted.
     """
     e = m.events.c
-    if db.dialect == "postgresql":
-        tx.conn.execute(select(func.pg_advisory_xact_lock(EVENTS_LOCK)))
+    tx.sql.serialise(tx.conn, EVENTS_LOCK)
     new = tx.conn.execute(
         db.insert(m.events)
         .values(
@@ -165,8 +161,9 @@ def last_event_id(conn: Connection, provider: str) -> int:
 
 def _fence(tx: Tx, event_id: int, lease: Lease) -> bool:
     """Renew the applier's lease and take the event, in the applying transaction: ``False``
-    when the event is no longer pending (another applier applied it); :class:`LeaseGone` when
-    the lease expired, so that two appliers never apply the same events at once."""
+    when the event is no longer pending (another applier applied it); :class:`LeaseLost` when
+    the lease expired (another worker may hold it now), so that two appliers never apply the
+    same events at once."""
     lk = m.locks.c
     held = tx.conn.execute(
         update(m.locks)
@@ -174,7 +171,7 @@ def _fence(tx: Tx, event_id: int, lease: Lease) -> bool:
         .values(expires_at=tx.now + lease.ttl)
     ).rowcount
     if not held:
-        raise LeaseGone(f"the lease {lease.name!r} of {lease.owner} expired")
+        raise LeaseLost(f"the lease {lease.name!r} of {lease.owner} expired")
     e = m.events.c
     taken = tx.conn.execute(
         update(m.events)

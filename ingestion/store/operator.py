@@ -14,7 +14,6 @@ from sqlalchemy import delete, select
 from ingestion import state
 from ingestion.options import ProviderOptions
 from ingestion.state import BurstOutcome, CycleStatus, Schedule, Transition
-from ingestion.store import changes
 from ingestion.store import models as m
 from ingestion.store import transitions as t
 from ingestion.store.changes import ChangeSource
@@ -85,4 +84,4 @@ def delete_entities(tx: Tx, provider: str) -> int:
     # The provider's row lock orders this against its page commits and events.
     t.lock_provider(tx, provider)
     scope = m.entities.c.provider == provider
-    return changes.remove_where(tx, scope, provider, ChangeSource.OPERATOR)
+    return tx.feed.remove_where(tx, scope, provider, ChangeSource.OPERATOR)

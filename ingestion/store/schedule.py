@@ -11,18 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Row,
-    String,
-    any_,
-    bindparam,
     false,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from ingestion import state
 from ingestion.errors import UnknownProvider
@@ -99,12 +94,12 @@ def due_steps(
     c = m.cycles.c
     waiting = [p.due_at <= tx.now, p.action != Action.PARKED.value]
     expired = p.lease_expires_at < tx.now
-    if lease is not None and tx.conn.dialect.name == "postgresql":
-        expired = expired & (func.pg_postmaster_start_time() <= tx.now - lease)
+    if lease is not None:
+        expired = expired & tx.sql.up_since(tx.now - lease)
     waiting.append((p.lease_owner.is_(None)) | expired)
     wanted = list(names)
     if not (registered and _provider_count(tx) == len(wanted)):
-        waiting.append(_name_in(tx, wanted))
+        waiting.append(tx.sql.name_in(p.name, wanted))
     again = p.sent_at <= tx.now - resend_after
     if queued > 0:
         # The sent_at of the queued-th most recent announcement still waiting for its claim.
@@ -123,26 +118,20 @@ def due_steps(
         .where((p.sent_at.is_(None)) | again)
         .order_by(func.coalesce(p.sent_at, p.due_at), p.due_at)
         .limit(limit)
+        .with_for_update(of=m.providers, skip_locked=True)
     )
-    if tx.conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=m.providers, skip_locked=True)
     rows = tx.conn.execute(stmt).all()
     if rows:
         tx.conn.execute(
-            update(m.providers).where(_name_in(tx, [r.name for r in rows])).values(sent_at=tx.now)
+            update(m.providers)
+            .where(tx.sql.name_in(p.name, [r.name for r in rows]))
+            .values(sent_at=tx.now)
         )
     return [t.doorbell_from(row, tx.now) for row in rows]
 
 
 def _provider_count(tx: Tx) -> int:
     return int(tx.conn.execute(select(func.count()).select_from(m.providers)).scalar_one())
-
-
-def _name_in(tx: Tx, names: list[str]) -> ColumnElement[bool]:
-    """``name`` is one of ``names``: one array parameter on Postgres, not one per name."""
-    if tx.conn.dialect.name == "postgresql":
-        return m.providers.c.name == any_(bindparam("names", names, type_=ARRAY(String)))
-    return m.providers.c.name.in_(names)
 
 
 def claim(
@@ -164,7 +153,8 @@ def claim(
         )
     if row.due_at > tx.now:
         return Skip(f"early message: the step is due at {row.due_at.isoformat()}")
-    if row.lease_owner is not None and t.database_restarted_within(tx, lease):
+    # A lease that ran out while the database was down tells nothing yet about its worker.
+    if row.lease_owner is not None and tx.sql.restarted_within(tx.conn, tx.now, lease):
         return Skip(
             f"the lease of {row.lease_owner} ran out while the database was down; its worker "
             "may still record how the burst ended"

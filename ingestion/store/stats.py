@@ -107,18 +107,11 @@ def burst_totals(db: Database) -> list[BurstTotals]:
         return [BurstTotals(row[0], *(int(v) for v in row[1:])) for row in conn.execute(stmt)]
 
 
-def _seconds(db: Database, start: Any, end: Any) -> ColumnElement[Any]:
-    if db.dialect == "postgresql":
-        return func.extract("epoch", end - start)
-    # SQLite keeps UTC timestamps as text; julianday() reads them, in days.
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
-
-
 def _histograms(
     db: Database, table: Any, where: ColumnElement[bool], bounds: Sequence[float]
 ) -> list[Histogram]:
     t = table.c
-    seconds = _seconds(db, t.started_at, t.ended_at)
+    seconds = db.sql.seconds(t.started_at, t.ended_at)
     columns = [func.coalesce(func.sum(case((seconds <= b, 1), else_=0)), 0) for b in bounds]
     stmt = (
         select(t.provider, func.count(), func.coalesce(func.sum(seconds), 0.0), *columns)

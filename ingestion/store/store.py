@@ -4,6 +4,7 @@ The SQL lives in the modules named for each job, which run inside the transactio
 here opens:
 
 - :mod:`~ingestion.store.database`: the SQLAlchemy engine, transactions, the clock;
+- :mod:`~ingestion.store.dialects`: what statements say differently per database;
 - :mod:`~ingestion.store.schedule`: which step is due, claims, the end of a burst;
 - :mod:`~ingestion.store.pages`: a page's entities, marks, checkpoint and counters;
 - :mod:`~ingestion.store.sweep`: removing what a completed cycle did not mark;

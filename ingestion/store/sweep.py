@@ -20,7 +20,6 @@ from ingestion import state
 from ingestion.options import ProviderOptions
 from ingestion.provider import RemovalCandidate
 from ingestion.state import CycleStatus
-from ingestion.store import changes
 from ingestion.store import models as m
 from ingestion.store.changes import ChangeSource
 from ingestion.store.database import Tx
@@ -110,7 +109,7 @@ def sweep_unmarked(tx: Tx, claim: Claim, options: ProviderOptions) -> SweepResul
             scope = and_(scope, e.mark_cycle >= blocked_cycle)
     removed = 0
     if scope is not None:
-        removed = changes.remove_where(
+        removed = tx.feed.remove_where(
             tx, scope, claim.provider, ChangeSource.SWEEP, cycle_id=cycle
         )
     _forget_touches(tx, claim.provider, cycle)
@@ -170,7 +169,7 @@ def approve_held(tx: Tx, name: str) -> int:
     if bound is not None:
         e = m.entities.c
         scope = and_(e.provider == name, e.mark_cycle < bound)
-        removed = changes.remove_where(tx, scope, name, ChangeSource.OPERATOR)
+        removed = tx.feed.remove_where(tx, scope, name, ChangeSource.OPERATOR)
     _clear_block(tx, name)
     log.warning("provider %s: an operator approved %d held-back removal(s)", name, removed)
     return removed

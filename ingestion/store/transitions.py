@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, insert, select, update
 
 from ingestion import state
 from ingestion.errors import LeaseLost, UnknownProvider
@@ -28,21 +28,12 @@ def lock_provider(tx: Tx, name: str, *, lock: bool = True) -> Row[Any]:
     """The provider's row, locked until the transaction ends (Postgres; SQLite's write
     transactions hold the whole database already)."""
     stmt = select(m.providers).where(m.providers.c.name == name)
-    if lock and tx.conn.dialect.name == "postgresql":
+    if lock:
         stmt = stmt.with_for_update()
     row = tx.conn.execute(stmt).first()
     if row is None:
         raise UnknownProvider(f"no provider named {name!r} in the database")
     return row
-
-
-def database_restarted_within(tx: Tx, period: timedelta) -> bool:
-    """Whether the database (Postgres) started less than ``period`` ago: leases that ran out
-    while it was down tell nothing yet about their workers."""
-    if tx.conn.dialect.name != "postgresql":
-        return False
-    started = tx.conn.execute(select(func.pg_postmaster_start_time())).scalar_one()
-    return bool(started > tx.now - period)
 
 
 def schedule_of(row: Any) -> Schedule:
