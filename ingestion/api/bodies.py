@@ -16,6 +16,8 @@ from ingestion.errors import UnknownProvider
 from ingestion.options import ProviderOptions
 from ingestion.state import Action, BurstOutcome, CycleStatus, Phase
 from ingestion.store import Doorbell
+from ingestion.store.changes import ChangeKind, ChangeSource
+from ingestion.store.events import EventStatus
 
 if TYPE_CHECKING:
     from ingestion.app import IncrementalIngestion
@@ -206,9 +208,9 @@ class Change(BaseModel):
 
     id: int
     ref: str
-    kind: str = Field(description="added, changed or removed")
+    kind: ChangeKind
     provider: str
-    source: str = Field(description="What made it: page, check, sweep, event or operator.")
+    source: ChangeSource = Field(description="What made it.")
     cycle_id: int | None = None
     event_id: int | None = None
     entity: dict[str, Any] | None = Field(
@@ -230,7 +232,9 @@ class EventRecord(BaseModel):
     id: int
     topic: str
     delivery_id: str
-    status: str = Field(description="pending (not applied yet) or applied")
+    status: EventStatus = Field(
+        description="pending (not applied yet), applied, or failed (the database refused it)"
+    )
     result: dict[str, str] | None = Field(
         None,
         description="Per provider that took it: what it wrote, or why it was rejected or "
