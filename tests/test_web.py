@@ -11,10 +11,11 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Response, expect
 
 from ingestion import IncrementalIngestion, Settings
 from ingestion.api import create_api
@@ -23,9 +24,11 @@ from ingestion.errors import UnknownProvider
 from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import Store
 from ingestion.web import COOKIE
+from providers.http import EntityTemplate, HttpProvider, LinkHeader, TokenAuth
 from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.api_server import serve
 from tests.support.browser import Tab, chromium, open_tab
+from tests.support.fake_apis import Answer, ItemsApi
 from tests.support.ingestions import client_ingestion
 from tests.support.synthetic_app import build
 from tests.support.waiting import wait_until
@@ -561,3 +564,69 @@ def test_keyboard_reaches_and_activates_the_controls_and_each_has_a_name(
     tab.open("/#/providers/services")
     expect(page.get_by_role("combobox", name="Rule")).to_be_visible()
     expect(page.get_by_role("button", name="Remove 100 entities now")).to_be_visible()
+
+
+# -- a provider's secrets ------------------------------------------------------------------
+
+SOURCE_TOKEN = "src-tok-5e1d9a3c7b0f2e4d6a8c"  # made up; must never reach the page
+ITEM: dict[str, Any] = {
+    "metadata": {"name": "{slug}", "description": "{summary}"},
+    "spec": {"type": "service", "owner": "group:{team.name}", "lifecycle": "production"},
+}
+
+
+@pytest.mark.timeout(120)
+def test_no_page_shows_a_providers_token(
+    browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source whose token goes in the query string (and comes back in its Link headers),
+    with a failed burst whose error names the URL: neither the pages nor anything the browser
+    receives holds the token."""
+    monkeypatch.setenv("TEST_WEB_SOURCE_TOKEN", SOURCE_TOKEN)
+    settings = Settings(
+        database_url=sqlite_url(tmp_path),
+        broker_url=EMBEDDED_BROKER,
+        broker_dir=tmp_path / "broker",
+        page_timeout=5.0,
+        time_limit_grace=1.0,
+    )
+    ingestion = IncrementalIngestion(settings=settings)
+    with ItemsApi(count=60, per_page=20, token=SOURCE_TOKEN) as api:
+        auth = TokenAuth("TEST_WEB_SOURCE_TOKEN", query_param="api_key")
+        source = HttpProvider(
+            "items", api.url + "/link", items="data.items", pagination=LinkHeader(),
+            entity=EntityTemplate(ITEM), auth=auth,
+        )  # fmt: skip
+        ingestion.add_provider(source, **{**FAST, "page_retries": 0})
+        ingestion.run_cycle("items")
+        doorbell = ingestion.store.start("items")
+        api.canned.append(Answer(503, {"message": "maintenance"}))
+        ingestion.engine.run_step("items", doorbell.ticket, "t/1")
+    assert "api_key=***" in (ingestion.store.status("items").last_error or "")
+
+    received: list[str] = []
+    with serve(create_api(ingestion, admin_token=TOKEN)) as url:
+        tab = open_tab(browser, url)
+        try:
+            tab.page.on("response", lambda response: received.append(_body(response)))
+            page = log_in(tab)
+            for path, masked in (("/#/", 1), ("/#/providers/items", 1), ("/#/catalog", 0)):
+                tab.open(path)
+                expect(page.locator("main h1")).to_be_focused()
+                page.wait_for_load_state("networkidle")
+                if masked:  # the failed burst's error, the URL's token masked
+                    expect(page.get_by_text("api_key=***").first).to_be_visible()
+                assert SOURCE_TOKEN not in page.content(), path
+        finally:
+            tab.context.close()
+    ingestion.store.dispose()
+    assert any("api_key=***" in body for body in received), "the API's answers were read"
+    assert not [body for body in received if SOURCE_TOKEN in body]
+    assert tab.problems == []
+
+
+def _body(response: Response) -> str:
+    try:
+        return response.text()
+    except Exception:  # a redirect or an aborted request has no body to read
+        return ""
