@@ -329,6 +329,8 @@ def test_held_removals_are_listed_and_approved(guarded: Cli, source: SyntheticSo
     assert "300 held-back entities removed" in guarded("held", "services", "--approve").stdout
     assert guarded.json("status", "services")["blocked_sweep"] is None
     assert guarded.json("held", "services") == []
+    assert "provider 'services': no removal is held back" in guarded("held", "services").stdout
+    assert "no entity waits for removal" in guarded("waiting", "services").stdout
     assert guarded.json("status", "services")["entities"] == len(source.refs())
 
 

@@ -94,9 +94,14 @@ def status_table(d: ProviderDetail) -> Table:
     return table
 
 
-def entity_table(rows: list[CatalogEntity], limit: int, as_json: bool) -> None:
+def entity_table(
+    rows: list[CatalogEntity], limit: int, as_json: bool, *, empty: str = "No entity."
+) -> None:
     if as_json:
         dump(rows)
+        return
+    if not rows:
+        out.print(empty)
         return
     table = Table("ref", "provider", "updated")
     for row in rows:

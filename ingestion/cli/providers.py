@@ -177,7 +177,8 @@ def held(
         out.print(f"provider {name!r}: {kept} held-back entities kept; the block is cleared")
         return
     rows = ingestion.store.held_removals(name, after=after, limit=limit)
-    entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
+    empty = f"provider {name!r}: no removal is held back"
+    entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json, empty=empty)
 
 
 @cli.command()
@@ -192,7 +193,8 @@ def waiting(
     ingestion = app_of(ctx)
     options = ingestion.registered(name).options
     rows = ingestion.store.waiting_removals(name, options, after=after, limit=limit)
-    entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json)
+    empty = f"provider {name!r}: no entity waits for removal"
+    entity_table([CatalogEntity.from_row(r) for r in rows], limit, as_json, empty=empty)
 
 
 # -- steering -----------------------------------------------------------------------------

@@ -190,6 +190,13 @@ def main() -> int:
                 if matches
                 else "[red]The catalog differs from the source."
             )
+            if matches:
+                app = "--app providers.demo.walkthrough"
+                console.print(
+                    f"Look around: [bold].venv/bin/ingestion {app} status {NAME}[/] (or "
+                    f"[bold]checkpoints {NAME}[/], [bold]entities[/], [bold]changes[/]); "
+                    f"[bold].venv/bin/ingestion {app} api --insecure[/] serves the operator page."
+                )
             return 0 if matches else 1
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
