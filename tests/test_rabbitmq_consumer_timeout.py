@@ -10,6 +10,7 @@ second, and wait there through a rest three times as long.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,9 +19,10 @@ import pytest
 from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Message, Queue
 
-from ingestion import Action, CycleStatus, IncrementalIngestion
+from ingestion import Action, IncrementalIngestion
+from ingestion.store import ProviderStatus
 from providers.synthetic import SourceServer, SyntheticSource
-from tests.support.ingestions import client_ingestion
+from tests.support.ingestions import client_ingestion, completed_cycles, wait_for_completed
 from tests.support.paths import unique
 from tests.support.rabbitmq import ThrowawayRabbitMQ
 from tests.support.waiting import wait_until
@@ -65,20 +67,6 @@ def provider_spec(server: SourceServer, **options: Any) -> dict[str, Any]:
     return {"name": "services", "url": server.url, "per_page": 25, "options": defaults}
 
 
-def completed_cycles(client: IncrementalIngestion) -> list[dict[str, Any]]:
-    """Completed cycles, oldest first."""
-    cycles = client.store.cycles("services")
-    return [c for c in reversed(cycles) if c["status"] == CycleStatus.COMPLETED]
-
-
-def wait_for_completed(client: IncrementalIngestion, count: int, timeout: float = 60) -> None:
-    wait_until(
-        lambda: len(completed_cycles(client)) >= count,
-        timeout=timeout,
-        what=f"{count} completed cycle(s)",
-    )
-
-
 @pytest.mark.timeout(60)
 def test_the_node_closes_the_channel_of_a_consumer_holding_a_message_past_the_timeout(
     rabbitmq: ThrowawayRabbitMQ,
@@ -117,6 +105,27 @@ def symptoms(text: str) -> list[str]:
     return [s for s in CHANNEL_CLOSED if s in text]
 
 
+def first_cycle_then_rest(
+    pg_url: str,
+    rabbitmq: ThrowawayRabbitMQ,
+    source: SyntheticSource,
+    source_server: SourceServer,
+    workers_factory: Callable[..., Workers],
+    max_countdown: float,
+) -> tuple[Workers, subprocess.Popen[bytes], IncrementalIngestion, ProviderStatus]:
+    """A worker and beat on the node, and a provider that completed a cycle and now rests."""
+    source.count, source.delay = 150, 0.02  # 6 pages, in 2 or 3 bursts
+    spec = provider_spec(source_server)
+    workers = workers_factory(pg_url, rabbitmq.url(), [spec], max_countdown=max_countdown)
+    worker = workers.start("w1")
+    workers.start_beat()
+    client = client_ingestion(workers)
+    wait_for_completed(client, 1)
+    rest = client.store.status("services")
+    assert rest.action is Action.REST
+    return workers, worker, client, rest
+
+
 @pytest.mark.timeout(150)
 def test_a_rest_three_times_the_consumer_timeout_keeps_the_channel_open_and_runs_once(
     pg_url: str,
@@ -127,15 +136,9 @@ def test_a_rest_three_times_the_consumer_timeout_keeps_the_channel_open_and_runs
 ) -> None:
     # Given a countdown cap (2 s) under the node's consumer timeout (4 s), and a rest of 12 s
     node_log_from = len(rabbitmq.log())
-    source.count, source.delay = 150, 0.02  # 6 pages, in 2 or 3 bursts
-    spec = provider_spec(source_server)
-    workers = workers_factory(pg_url, rabbitmq.url(), [spec], max_countdown=2)
-    worker = workers.start("w1")
-    workers.start_beat()
-    client = client_ingestion(workers)
-    wait_for_completed(client, 1)
-    rest = client.store.status("services")
-    assert rest.action is Action.REST
+    workers, worker, client, rest = first_cycle_then_rest(
+        pg_url, rabbitmq, source, source_server, workers_factory, max_countdown=2
+    )
     assert completed_cycles(client)[0]["bursts"] >= 2, "bursts sent as countdowns under the cap"
     channels = rabbitmq.consumer_channels(workers.queue)
     assert len(channels) == 1, channels
@@ -146,7 +149,7 @@ def test_a_rest_three_times_the_consumer_timeout_keeps_the_channel_open_and_runs
     wait_for_completed(client, 2, timeout=60)
 
     # Then the worker waited the whole rest on the channel it had before, never closed ...
-    first, second = completed_cycles(client)[:2]
+    second, first = completed_cycles(client)[:2]
     rested = (second["started_at"] - first["ended_at"]).total_seconds()
     assert rested >= REST - 0.5, rested
     assert worker.poll() is None, "the worker is alive"
@@ -175,15 +178,9 @@ def test_control_a_cap_above_the_consumer_timeout_gets_the_channel_closed_and_th
     The worker does not die of it (``broker_channel_error_retry``): it reconnects, the message
     comes back, and the rest's step still runs once."""
     node_log_from = len(rabbitmq.log())
-    source.count, source.delay = 150, 0.02
-    spec = provider_spec(source_server)
-    workers = workers_factory(pg_url, rabbitmq.url(), [spec], max_countdown=60)
-    worker = workers.start("w1")
-    workers.start_beat()
-    client = client_ingestion(workers)
-    wait_for_completed(client, 1)
-    rest = client.store.status("services")
-    assert rest.action is Action.REST
+    workers, worker, client, rest = first_cycle_then_rest(
+        pg_url, rabbitmq, source, source_server, workers_factory, max_countdown=60
+    )
 
     wait_until(
         lambda: symptoms(workers.logs()),

@@ -61,6 +61,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+def site_settings(tmp_path: Path) -> Settings:
+    """A SQLite database and the file broker in ``tmp_path``; short page limits."""
+    return Settings(
+        database_url=sqlite_url(tmp_path),
+        broker_url=EMBEDDED_BROKER,
+        broker_dir=tmp_path / "broker",
+        page_timeout=5.0,
+        time_limit_grace=1.0,
+    )
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     """The API and page of two providers: ``services`` (300 entities, a guard) and ``broken``."""
@@ -76,14 +87,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
             {"name": "services", "url": server.url, "per_page": 25, "options": guarded},
             {"name": "broken", "url": server.url + "/missing", "options": FAST},
         ]
-        settings = Settings(
-            database_url=sqlite_url(tmp_path),
-            broker_url=EMBEDDED_BROKER,
-            broker_dir=tmp_path / "broker",
-            page_timeout=5.0,
-            time_limit_grace=1.0,
-        )
-        ingestion = build(settings, specs)
+        ingestion = build(site_settings(tmp_path), specs)
         with serve(create_api(ingestion, admin_token=TOKEN)) as url:
             yield Site(url, ingestion, source)
         ingestion.store.dispose()
@@ -583,14 +587,7 @@ def test_no_page_shows_a_providers_token(
     with a failed burst whose error names the URL: neither the pages nor anything the browser
     receives holds the token."""
     monkeypatch.setenv("TEST_WEB_SOURCE_TOKEN", SOURCE_TOKEN)
-    settings = Settings(
-        database_url=sqlite_url(tmp_path),
-        broker_url=EMBEDDED_BROKER,
-        broker_dir=tmp_path / "broker",
-        page_timeout=5.0,
-        time_limit_grace=1.0,
-    )
-    ingestion = IncrementalIngestion(settings=settings)
+    ingestion = IncrementalIngestion(settings=site_settings(tmp_path))
     with ItemsApi(count=60, per_page=20, token=SOURCE_TOKEN) as api:
         auth = TokenAuth("TEST_WEB_SOURCE_TOKEN", query_param="api_key")
         source = HttpProvider(

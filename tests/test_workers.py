@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from ingestion import Action, CycleStatus, IncrementalIngestion
+from ingestion import Action, IncrementalIngestion
 from ingestion.tasks import BURST
 from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.brokers import purge, queue_length
-from tests.support.ingestions import client_ingestion
+from tests.support.ingestions import client_ingestion, completed_cycles, wait_for_completed
 from tests.support.waiting import wait_until
 from tests.support.workers import Workers
 
@@ -32,10 +32,6 @@ def provider_spec(server: SourceServer, **options: Any) -> dict[str, Any]:
     return {"name": "services", "url": server.url, "per_page": 25, "options": defaults}
 
 
-def completed_cycles(client: IncrementalIngestion) -> list[dict[str, Any]]:
-    return [c for c in client.store.cycles("services") if c["status"] == CycleStatus.COMPLETED]
-
-
 def wait_for_running_burst(client: IncrementalIngestion, pages: int) -> dict[str, Any]:
     """A burst running now that has committed ``pages`` pages already."""
 
@@ -47,14 +43,6 @@ def wait_for_running_burst(client: IncrementalIngestion, pages: int) -> dict[str
 
     found: dict[str, Any] = wait_until(running, timeout=60, what="a burst in progress")
     return found
-
-
-def wait_for_completed(client: IncrementalIngestion, count: int, timeout: float = 60) -> None:
-    wait_until(
-        lambda: len(completed_cycles(client)) >= count,
-        timeout=timeout,
-        what=f"{count} completed cycle(s)",
-    )
 
 
 @pytest.mark.timeout(120)

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from ingestion import IncrementalIngestion, Settings
+from ingestion import CycleStatus, IncrementalIngestion, Settings
 from ingestion.settings import EMBEDDED_BROKER
 from ingestion.store import ErrorKind
 from ingestion.store import models as m
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from tests.support.workers import Workers
@@ -98,3 +99,17 @@ def everything_stored(ingestion: IncrementalIngestion) -> str:
         for table in m.metadata.sorted_tables:
             out += [repr(tuple(row)) for row in conn.execute(select(table))]
     return "\n".join(out)
+
+
+def completed_cycles(client: IncrementalIngestion, name: str = "services") -> list[dict[str, Any]]:
+    """The provider's completed cycles, newest first."""
+    return [c for c in client.store.cycles(name) if c["status"] == CycleStatus.COMPLETED]
+
+
+def wait_for_completed(client: IncrementalIngestion, count: int, timeout: float = 60) -> None:
+    """Wait until ``services`` has completed ``count`` cycles."""
+    wait_until(
+        lambda: len(completed_cycles(client)) >= count,
+        timeout=timeout,
+        what=f"{count} completed cycle(s)",
+    )
