@@ -1,6 +1,6 @@
 """``python -m chaos``: every scenario (or ``CHAOS_ONLY=a,b``), a line each, then the report.
 
-Each scenario has a hard time limit, and the run a budget (``CHAOS_BUDGET``, 840 s): a
+Each scenario has a hard time limit, and the run a budget (``CHAOS_BUDGET``, 600 s): a
 scenario that would not fit in what is left is reported as failed, not run.
 
 The full run writes ``docs/reliability.md`` (``CHAOS_REPORT`` names another file; a subset
@@ -84,7 +84,7 @@ def main() -> int:
             f"{postgres.version()}, {redis.version()}"
         )
         width = max(len(s.name) for s in scenarios)
-        budget = float(os.environ.get("CHAOS_BUDGET", "840"))
+        budget = float(os.environ.get("CHAOS_BUDGET", "600"))
         for n, scenario in enumerate(scenarios, 1):
             if time.monotonic() - began + scenario.timeout > budget:
                 result = runner.Result(scenario.name, scenario.done, False, None, 0.0, "")

@@ -101,7 +101,7 @@ def render(run: Run, results: list[Result]) -> str:
         "```",
         "",
         "Each scenario has a hard time limit (60 s, 110 s for the 30 s outages); the run has a",
-        "budget (`CHAOS_BUDGET`, 840 s), and a scenario that no longer fits is reported as failed.",
+        "budget (`CHAOS_BUDGET`, 600 s), and a scenario that no longer fits is reported as failed.",
         "The exit status is 1 when any scenario failed.",
         "",
         "It needs `initdb`/`pg_ctl` (`CHAOS_PG_BIN`, default `/usr/lib/postgresql/15/bin`) and",
