@@ -361,7 +361,7 @@ def test_changes_follow_prints_changes_as_they_commit(cli: Cli, source: Syntheti
     follower = subprocess.Popen(
         ingestion_cli("changes", "--follow", "--after", str(last), "--interval", "0.1"),
         cwd=ROOT,
-        env=cli.env,
+        env={**cli.env, "PYTHONFAULTHANDLER": "1"},  # a stack on SIGABRT, should it hang
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -375,7 +375,12 @@ def test_changes_follow_prints_changes_as_they_commit(cli: Cli, source: Syntheti
         followed = [json.loads(follower.stdout.readline()) for _ in range(600)]
     finally:
         follower.send_signal(signal.SIGINT)
-        _, err = follower.communicate(timeout=30)
+        try:
+            _, err = follower.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            follower.send_signal(signal.SIGABRT)  # faulthandler prints where it was
+            _, err = follower.communicate(timeout=30)
+            pytest.fail(f"--follow did not stop on SIGINT within 30 s:\n{err}")
     assert follower.returncode == 0, err
     assert "following the change feed" in err
     kinds = [c["kind"] for c in followed]
