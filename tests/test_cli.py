@@ -354,6 +354,11 @@ def test_changes_prints_the_feed_as_json_lines_after_an_id(cli: Cli) -> None:
     assert [json.loads(line)["id"] for line in rest] == [c["id"] for c in changes[590:]]
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.timeout(90)
 def test_changes_follow_prints_changes_as_they_commit(cli: Cli, source: SyntheticSource) -> None:
     cli("run", "services")
@@ -362,6 +367,9 @@ def test_changes_follow_prints_changes_as_they_commit(cli: Cli, source: Syntheti
         ingestion_cli("changes", "--follow", "--after", str(last), "--interval", "0.1"),
         cwd=ROOT,
         env={**cli.env, "PYTHONFAULTHANDLER": "1"},  # a stack on SIGABRT, should it hang
+        # Ctrl-C as a terminal gives it: a runner started in the background by a script
+        # ignores SIGINT, its children inherit that, and Python then installs no handler.
+        preexec_fn=_sigint_as_in_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
