@@ -58,7 +58,10 @@ def events(
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
     before: Annotated[int | None, typer.Option(help="Only events older than this id.")] = None,
     status: Annotated[
-        EventStatus | None, typer.Option(help="pending (not applied yet) or applied.")
+        EventStatus | None,
+        typer.Option(
+            help="pending (not applied yet), applied, or failed (the database refused it)."
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
