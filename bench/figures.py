@@ -182,6 +182,9 @@ class ThroughputRun:
     first_seconds: float
     unchanged_seconds: float
     raw_seconds: float
+    first_wal: float  # bytes of WAL per entity, first cycle
+    unchanged_wal: float  # bytes of WAL per entity, unchanged cycle
+    catalog_bytes: float  # the catalog's tables and indexes on disk per entity, after both
 
 
 @dataclass(frozen=True)
@@ -211,15 +214,18 @@ def throughput(config: Config) -> Throughput:
             db.empty()
             raw_seconds = raw_postgres_write(db, rows)
             db.execute("CHECKPOINT")
-            first, second = _engine_two_cycles(config, db.url, config.redis_url, count)
+            cycles = _engine_two_cycles(config, db, count)
             runs.append(
                 ThroughputRun(
-                    first=first.rate,
-                    unchanged=second.rate,
+                    first=cycles.first.rate,
+                    unchanged=cycles.second.rate,
                     raw=count / raw_seconds,
-                    first_seconds=first.seconds,
-                    unchanged_seconds=second.seconds,
+                    first_seconds=cycles.first.seconds,
+                    unchanged_seconds=cycles.second.seconds,
                     raw_seconds=raw_seconds,
+                    first_wal=cycles.first_wal / count,
+                    unchanged_wal=cycles.second_wal / count,
+                    catalog_bytes=cycles.catalog_bytes / count,
                 )
             )
     finally:
@@ -228,23 +234,46 @@ def throughput(config: Config) -> Throughput:
     return Throughput(count, runs)
 
 
-def _engine_two_cycles(
-    config: Config, database_url: str, broker_url: str, count: int
-) -> tuple[Any, Any]:
-    records = Records(database_url)
+@dataclass(frozen=True)
+class TwoCycles:
+    first: Any
+    second: Any
+    first_wal: int  # bytes of WAL the database wrote during each cycle
+    second_wal: int
+    catalog_bytes: int  # the catalog's tables with their indexes and TOAST, after both
+
+
+# Every catalog table an entity has rows in, whatever the schema's revision.
+_CATALOG_BYTES = (
+    "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint "
+    "FROM unnest(ARRAY['catalog_entities', 'catalog_bodies']) AS t"
+)
+_WAL_POSITION = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+
+
+def _engine_two_cycles(config: Config, db: Postgres, count: int) -> TwoCycles:
+    """Two cycles of one worker, each begun right after a checkpoint, as a long cycle of a
+    large catalog is in production: the WAL then holds each table page the cycle changes
+    once whole (a full-page image), and a cycle that rewrites every row shows it."""
+    records = Records(db.url)
     spec = _throughput_spec("throughput", count)
     try:
-        with Worker(config.workdir, database_url, broker_url, [spec]) as worker:
+        start = int(records.scalar(_WAL_POSITION))
+        with Worker(config.workdir, db.url, config.redis_url, [spec]) as worker:
             first = records.wait_cycle("throughput", timeout=config.timeout(count))
             _check_cycle(first, count, written=count)
+            db.execute("CHECKPOINT")
+            between = int(records.scalar(_WAL_POSITION))
             worker.start_cycle("throughput")
             second = records.wait_cycle(
                 "throughput", after=first.cycle_id, timeout=config.timeout(count)
             )
             _check_cycle(second, count, written=0)
+            end = int(records.scalar(_WAL_POSITION))
+        size = int(records.scalar(_CATALOG_BYTES))
     finally:
         records.close()
-    return first, second
+    return TwoCycles(first, second, between - start, end - between, size)
 
 
 def _check_cycle(cycle: Any, entities: int, *, written: int) -> None:

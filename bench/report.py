@@ -243,6 +243,10 @@ def _throughput(t: Throughput) -> list[str]:
         f"- unchanged / first cycle: **{t.unchanged_ratio:.2f}** (each repeat: "
         f"{_list([r.unchanged / r.first for r in t.runs], '{:.2f}')}); unchanged / raw: "
         f"{median([r.unchanged / r.raw for r in t.runs]):.2f}",
+        f"- WAL written per entity: first cycle {_list([r.first_wal for r in t.runs], '{:,.0f}')} "
+        f"bytes, unchanged cycle {_list([r.unchanged_wal for r in t.runs], '{:,.0f}')} bytes; "
+        f"the catalog on disk after both: "
+        f"{_list([r.catalog_bytes for r in t.runs], '{:,.0f}')} bytes per entity",
         "",
     ]
 

@@ -56,8 +56,11 @@ def test_throughput_and_unchanged_cycles_are_measured_against_the_raw_write(
     assert all(sane_rate(v) for v in (run.first, run.unchanged, run.raw))
     assert run.first == pytest.approx(1000 / run.first_seconds)
     assert sane_rate(result.ratio) and sane_rate(result.unchanged_ratio)
+    # Every entity's body (about 1 KB) goes through the WAL once in the first cycle.
+    assert run.first_wal > 1000 and run.unchanged_wal > 0 and run.catalog_bytes > 1000
     doc = rendered(config, throughput=result)
     assert "## 1. Throughput" in doc and "| 1 | Throughput" in doc
+    assert "WAL written per entity" in doc
 
 
 def test_memory_peaks_are_read_for_each_size(config: Config) -> None:
