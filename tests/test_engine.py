@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from ingestion import (
     PROVIDER_ANNOTATION,
@@ -95,7 +96,11 @@ def numbered_pages(pages: int, per_page: int, start: int = 0) -> list[list[Any]]
 def synthetic(
     database_url: str, tmp_path: Path, source_server: SourceServer
 ) -> IncrementalIngestion:
-    ingestion = make_ingestion(database_url, tmp_path)
+    return _synthetic(database_url, tmp_path, source_server)
+
+
+def _synthetic(url: str, tmp_path: Path, source_server: SourceServer) -> IncrementalIngestion:
+    ingestion = make_ingestion(url, tmp_path)
     ingestion.add_provider(
         SyntheticProvider("services", source_server.url, per_page=50),
         burst_length=0.15,
@@ -165,6 +170,39 @@ def test_unchanged_entities_are_marked_without_being_rewritten(
     assert changed is not None and changed.entity["spec"]["version"] == 1
     assert changed.updated_at > first.updated_at
     assert changed.created_at == first.created_at
+
+
+def _versions(ingestion: IncrementalIngestion, table: str) -> dict[str, str]:
+    """Each row's Postgres version (``xmin``: the transaction that wrote it), by ref."""
+    with ingestion.store.db.sql_engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT ref, xmin::text FROM {table}")).all()
+    return dict(rows)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+def test_marking_an_unchanged_entity_writes_no_new_version_of_its_body(
+    pg_url: str, tmp_path: Path, source: SyntheticSource, source_server: SourceServer
+) -> None:
+    # Given a catalog of 600 entities
+    ingestion = _synthetic(pg_url, tmp_path, source_server)
+    ingestion.run_cycle("services")
+    rows, bodies = _versions(ingestion, "catalog_entities"), _versions(ingestion, "catalog_bodies")
+    assert len(rows) == len(bodies) == 600
+
+    # When a cycle reads the same source again
+    ingestion.run_cycle("services")
+
+    # Then every entity's row has a new version (its mark), and no body has
+    marked, kept = _versions(ingestion, "catalog_entities"), _versions(ingestion, "catalog_bodies")
+    assert all(marked[ref] != rows[ref] for ref in rows)
+    assert kept == bodies
+
+    # And a cycle over changed entities writes their bodies
+    source.version = 1
+    ingestion.run_cycle("services")
+    rewritten = _versions(ingestion, "catalog_bodies")
+    assert rewritten.keys() == bodies.keys()
+    assert all(rewritten[ref] != bodies[ref] for ref in bodies)
 
 
 @pytest.mark.timeout(60)

@@ -192,6 +192,13 @@ class FeedWriter:
         raise NotImplementedError
 
 
+def delete_bodies(conn: Connection, scope: ColumnElement[bool]) -> None:
+    """Delete the bodies of the catalog rows ``scope`` selects: before the rows themselves, in
+    the transaction that deletes them."""
+    e = m.entities.c
+    conn.execute(delete(m.bodies).where(m.bodies.c.ref.in_(select(e.ref).where(scope))))
+
+
 class PostgresFeedWriter(FeedWriter):
     """Postgres: under the feed's transaction lock (ids in commit order), a transaction's
     changes as arrays in one statement; removals deleted and written in one statement."""
@@ -219,6 +226,8 @@ class PostgresFeedWriter(FeedWriter):
     ) -> tuple[Any, Any, Any]:
         tx.sql.serialise(tx.conn, FEED_LOCK)
         gone = delete(m.entities).where(scope).returning(m.entities.c.ref).cte("gone")
+        b = m.bodies.c
+        bodies = delete(m.bodies).where(b.ref.in_(select(gone.c.ref))).cte("bodies")
         written = (
             insert(m.changes)
             .from_select(_REMOVAL_COLUMNS, select(gone.c.ref, *constants).order_by(gone.c.ref))
@@ -226,9 +235,9 @@ class PostgresFeedWriter(FeedWriter):
             .cte("written")
         )
         first, last, count = tx.conn.execute(
-            select(func.min(written.c.id), func.max(written.c.id), func.count()).select_from(
-                written
-            )
+            select(func.min(written.c.id), func.max(written.c.id), func.count())
+            .select_from(written)
+            .add_cte(bodies)  # not read, but run: a data-modifying CTE always runs to the end
         ).one()
         return first, last, count
 
@@ -257,6 +266,7 @@ class SQLiteFeedWriter(FeedWriter):
         first, last, count = tx.conn.execute(
             select(func.min(c.id), func.max(c.id), func.count()).where(c.id > before)
         ).one()
+        delete_bodies(tx.conn, scope)
         removed = tx.conn.execute(delete(m.entities).where(scope)).rowcount
         assert removed == count, (removed, count)
         return first, last, count

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from ingestion.errors import LeaseLost
 from ingestion.store import changes
@@ -221,13 +221,9 @@ def apply(
         gone: list[str] = []
         if delta.removed:
             ent = m.entities.c
-            gone = list(
-                tx.conn.scalars(
-                    delete(m.entities)
-                    .where(ent.provider == provider, ent.ref.in_(list(delta.removed)))
-                    .returning(ent.ref)
-                )
-            )
+            scope = and_(ent.provider == provider, ent.ref.in_(list(delta.removed)))
+            changes.delete_bodies(tx.conn, scope)
+            gone = list(tx.conn.scalars(delete(m.entities).where(scope).returning(ent.ref)))
             changes.removed(tx, provider, ChangeSource.EVENT, gone, event_id=event.id)
         _touch(tx, provider, event.id, [i.ref for i in delta.page.entities], delta.removed)
         problems = [*delta.page.rejected, *writes.conflicts]

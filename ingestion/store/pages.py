@@ -166,19 +166,26 @@ _PG_EXISTING = text(
     "SELECT ref, provider, hash, hash_version FROM catalog_entities "
     "WHERE ref = ANY(CAST(:refs AS text[]))"
 )
+# A new entity's row and its body go in one statement; a body row is written only for the rows
+# inserted (a ref another provider owns is a conflict, not a new body).
 _PG_INSERT_NEW = text(
-    "INSERT INTO catalog_entities "
-    "(ref, provider, location_key, entity, hash, hash_version, mark_cycle, created_at, "
-    "updated_at) "
-    "SELECT page.ref, :provider, page.location_key, CAST(page.entity AS jsonb), page.hash, "
-    f":version, :cycle, :now, :now FROM {_PAGE} "
-    "ON CONFLICT (ref) DO NOTHING RETURNING ref"
+    f"WITH page AS (SELECT * FROM {_PAGE}), "
+    "new AS (INSERT INTO catalog_entities "
+    "(ref, provider, location_key, hash, hash_version, mark_cycle, created_at, updated_at) "
+    "SELECT page.ref, :provider, page.location_key, page.hash, :version, :cycle, :now, :now "
+    "FROM page ON CONFLICT (ref) DO NOTHING RETURNING ref), "
+    "body AS (INSERT INTO catalog_bodies (ref, entity) "
+    "SELECT page.ref, CAST(page.entity AS jsonb) FROM page JOIN new USING (ref) "
+    "ON CONFLICT (ref) DO UPDATE SET entity = EXCLUDED.entity) "
+    "SELECT ref FROM new"
 )
 _PG_UPDATE_CHANGED = text(
-    "UPDATE catalog_entities AS e SET entity = CAST(page.entity AS jsonb), hash = page.hash, "
-    "hash_version = :version, location_key = page.location_key, mark_cycle = :cycle, "
-    "updated_at = :now "
-    f"FROM {_PAGE} WHERE e.ref = page.ref AND e.provider IS NOT DISTINCT FROM :provider"
+    f"WITH page AS (SELECT * FROM {_PAGE}), "
+    "changed AS (UPDATE catalog_entities AS e SET hash = page.hash, hash_version = :version, "
+    "location_key = page.location_key, mark_cycle = :cycle, updated_at = :now FROM page "
+    "WHERE e.ref = page.ref AND e.provider IS NOT DISTINCT FROM :provider RETURNING e.ref) "
+    "UPDATE catalog_bodies AS b SET entity = CAST(page.entity AS jsonb) "
+    "FROM page JOIN changed USING (ref) WHERE b.ref = page.ref"
 )
 _PG_MARK_SAME = text(
     "UPDATE catalog_entities AS e SET mark_cycle = :cycle "
@@ -262,7 +269,7 @@ class SQLiteEntityWriter(EntityWriter):
         return {row.ref: row for row in found}
 
     def insert_new(self, tx: Tx, claim: Marking, new: list[PreparedEntity]) -> set[str]:
-        return set(
+        inserted = set(
             tx.conn.scalars(
                 self.db.insert(m.entities)
                 .on_conflict_do_nothing(index_elements=["ref"])
@@ -272,7 +279,6 @@ class SQLiteEntityWriter(EntityWriter):
                         "ref": i.ref,
                         "provider": claim.provider,
                         "location_key": i.location_key,
-                        "entity": i.canonical,
                         "hash": i.hash,
                         "hash_version": CANONICAL_VERSION,
                         "mark_cycle": claim.cycle_id,
@@ -283,29 +289,39 @@ class SQLiteEntityWriter(EntityWriter):
                 ],
             )
         )
+        bodies = [{"ref": i.ref, "entity": i.canonical} for i in new if i.ref in inserted]
+        if bodies:
+            upsert = self.db.insert(m.bodies)
+            tx.conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["ref"], set_={"entity": upsert.excluded.entity}
+                ),
+                bodies,
+            )
+        return inserted
 
     def rewrite_changed(self, tx: Tx, claim: Marking, changed: list[PreparedEntity]) -> None:
+        # The page's look-up found these owned by this provider, and SQLite lets one writer in
+        # at a time: no one can have taken them since.
         e = m.entities.c
         tx.conn.execute(
             update(m.entities)
             .where(e.ref == bindparam("b_ref"), e.provider == claim.provider)
             .values(
-                entity=bindparam("b_entity"),
                 hash=bindparam("b_hash"),
                 hash_version=CANONICAL_VERSION,
                 location_key=bindparam("b_location"),
                 mark_cycle=claim.cycle_id,
                 updated_at=tx.now,
             ),
-            [
-                {
-                    "b_ref": i.ref,
-                    "b_entity": i.canonical,
-                    "b_hash": i.hash,
-                    "b_location": i.location_key,
-                }
-                for i in changed
-            ],
+            [{"b_ref": i.ref, "b_hash": i.hash, "b_location": i.location_key} for i in changed],
+        )
+        b = m.bodies.c
+        tx.conn.execute(
+            update(m.bodies)
+            .where(b.ref == bindparam("b_ref"))
+            .values(entity=bindparam("b_entity")),
+            [{"b_ref": i.ref, "b_entity": i.canonical} for i in changed],
         )
 
     def mark_same(self, tx: Tx, claim: Marking, refs: list[str]) -> None:

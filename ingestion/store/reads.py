@@ -29,6 +29,12 @@ def _first(conn: Connection, stmt: Any) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def _entities() -> Any:
+    """Catalog rows with their bodies, as one row each (the body is in a table of its own)."""
+    e, b = m.entities, m.bodies
+    return select(*e.c, b.c.entity).join_from(e, b, b.c.ref == e.c.ref)
+
+
 def provider_names(conn: Connection) -> list[str]:
     return list(conn.scalars(select(m.providers.c.name).order_by(m.providers.c.name)))
 
@@ -178,7 +184,7 @@ def error_rules(conn: Connection, name: str) -> dict[str, int]:
 
 def entity(conn: Connection, ref: str) -> dict[str, Any] | None:
     """The catalog row of ``ref`` (any case), or ``None``."""
-    return _first(conn, select(m.entities).where(m.entities.c.ref == ref.lower()))
+    return _first(conn, _entities().where(m.entities.c.ref == ref.lower()))
 
 
 def entities_page(
@@ -195,7 +201,7 @@ def entities_page(
     ``contains`` keeps the refs that hold that fragment (a name, a namespace, part of either).
     """
     e = m.entities.c
-    stmt = select(m.entities).order_by(e.ref).limit(limit)
+    stmt = _entities().order_by(e.ref).limit(limit)
     if contains:
         stmt = stmt.where(e.ref.contains(contains.lower(), autoescape=True))
     if provider is not None:
@@ -222,7 +228,7 @@ def held_removals(
     if bound is None:
         return []
     e = m.entities.c
-    stmt = select(m.entities).where(e.provider == name, e.mark_cycle < bound)
+    stmt = _entities().where(e.provider == name, e.mark_cycle < bound)
     if after is not None:
         stmt = stmt.where(e.ref > after)
     return _rows(conn, stmt.order_by(e.ref).limit(limit))
@@ -238,7 +244,7 @@ def waiting_removals(
     if scope is None:
         return []
     e = m.entities.c
-    stmt = select(m.entities).where(scope)
+    stmt = _entities().where(scope)
     if after is not None:
         stmt = stmt.where(e.ref > after)
     return _rows(conn, stmt.order_by(e.ref).limit(limit))
