@@ -408,6 +408,9 @@ def test_each_action_asks_first_then_shows_what_the_api_did(tab: Tab, site: Site
 @pytest.mark.timeout(60)
 def test_a_refused_action_shows_the_api_message(tab: Tab, site: Site) -> None:
     page = log_in(tab)
+    # The page has read the providers before the session ends: a first read refused would
+    # leave no button to click.
+    expect(page.get_by_role("button", name="Start broken", exact=True)).to_be_visible()
     # The session is ended elsewhere (a logout in another window with the same cookie).
     [cookie] = tab.context.cookies()
     cookies = {COOKIE: cookie["value"]}
