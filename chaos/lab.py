@@ -408,6 +408,20 @@ class Lab:
             ).scalar_one()
         if stale:
             found.append(f"{stale} entities not marked by cycle {cycle['id']}")
+        b = m.bodies.c
+        with self.client.store.db.read() as conn:
+            bodiless = conn.execute(
+                select(func.count())
+                .select_from(m.entities.outerjoin(m.bodies, b.ref == e.ref))
+                .where(b.ref.is_(None))
+            ).scalar_one()
+            orphans = conn.execute(
+                select(func.count())
+                .select_from(m.bodies.outerjoin(m.entities, e.ref == b.ref))
+                .where(e.ref.is_(None))
+            ).scalar_one()
+        if bodiless or orphans:
+            found.append(f"{bodiless} entities without a body, {orphans} bodies without an entity")
         checkpoints = self.client.store.checkpoints(PROVIDER, limit=100_000, cycle_id=cycle["id"])
         sequences = Counter(c["sequence"] for c in checkpoints)
         twice = sorted(s for s, n in sequences.items() if n > 1)

@@ -28,7 +28,7 @@ from ingestion import (
 )
 from ingestion.store import Doorbell
 from providers.synthetic import SourceServer, SyntheticProvider, SyntheticSource, service_entity
-from tests.support.ingestions import make_ingestion
+from tests.support.ingestions import body_refs, make_ingestion
 from tests.support.waiting import wait_until
 
 OWNER = "test/1"
@@ -149,6 +149,19 @@ def test_a_second_cycle_after_the_source_drops_10_and_adds_5_percent_matches_it_
     cycle = synthetic.store.cycles("services")[0]
     assert cycle["status"] == CycleStatus.COMPLETED
     assert (cycle["written"], cycle["unchanged"], cycle["removed"]) == (27, 540, 60)
+    # The sweep removed the bodies with the rows, and the added entities have theirs
+    assert body_refs(synthetic) == source.refs()
+
+
+@pytest.mark.timeout(60)
+def test_deleting_a_providers_entities_deletes_their_bodies(
+    synthetic: IncrementalIngestion, source: SyntheticSource
+) -> None:
+    synthetic.run_cycle("services")
+    assert body_refs(synthetic) == source.refs()
+    assert synthetic.store.delete_entities("services") == 600
+    assert synthetic.catalog.count() == 0
+    assert body_refs(synthetic) == set()
 
 
 @pytest.mark.timeout(60)

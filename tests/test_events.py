@@ -35,7 +35,7 @@ from providers.synthetic import (
     synthetic_event,
 )
 from tests.support.feed import catalog_content, replay
-from tests.support.ingestions import FOREGROUND, services_ingestion
+from tests.support.ingestions import FOREGROUND, body_refs, services_ingestion
 from tests.support.sources import page_held
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,6 +96,7 @@ def test_an_event_adds_changes_and_removes_at_once_and_the_feed_records_each(
     assert ingestion.apply_events("test/1") == 1
     refs = set(ingestion.catalog.refs("services"))
     assert service_ref(100) in refs and service_ref(2) not in refs
+    assert body_refs(ingestion) == refs
     assert version_of(ingestion, 1) == 4
     stored = ingestion.store.event(event_id)
     assert stored["status"] == "applied"

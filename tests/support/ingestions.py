@@ -101,6 +101,12 @@ def everything_stored(ingestion: IncrementalIngestion) -> str:
     return "\n".join(out)
 
 
+def body_refs(ingestion: IncrementalIngestion) -> set[str]:
+    """The refs of every stored entity body (``catalog_bodies``), whoever owns them."""
+    with ingestion.store.db.read() as conn:
+        return set(conn.scalars(select(m.bodies.c.ref)))
+
+
 def completed_cycles(client: IncrementalIngestion, name: str = "services") -> list[dict[str, Any]]:
     """The provider's completed cycles, newest first."""
     return [c for c in client.store.cycles(name) if c["status"] == CycleStatus.COMPLETED]
