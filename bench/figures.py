@@ -41,16 +41,20 @@ REST = 86_400  # seconds: a provider rests between the cycles a benchmark starts
 COLUMNS = "ref, provider, location_key, entity, hash, mark_cycle, created_at, updated_at"
 
 
-def raw_table(name: str, body: str = "jsonb") -> list[str]:
-    """The statements that create the raw writers' table ``name`` (``body``: the body's type)."""
-    return [
-        f"CREATE TABLE {name} (ref varchar(512) PRIMARY KEY, provider varchar(255) NOT NULL, "
+def raw_table(name: str, body: str = "jsonb", *, keys: bool = True) -> list[str]:
+    """The statements that create the raw writers' table ``name`` (``body``: the body's type;
+    without ``keys``, the table alone, its primary key and index left to be built later)."""
+    table = (
+        f"CREATE TABLE {name} (ref varchar(512){' PRIMARY KEY' if keys else ''}, "
+        "provider varchar(255) NOT NULL, "
         f"location_key text, entity {body} NOT NULL, hash varchar(64) NOT NULL, "
         "hash_version smallint NOT NULL DEFAULT 1, mark_cycle bigint NOT NULL, "
         "created_at timestamp with time zone NOT NULL, "
-        "updated_at timestamp with time zone NOT NULL)",
-        f"CREATE INDEX {name}_provider_ref ON {name} (provider, ref)",
-    ]
+        "updated_at timestamp with time zone NOT NULL)"
+    )
+    if not keys:
+        return [table]
+    return [table, f"CREATE INDEX {name}_provider_ref ON {name} (provider, ref)"]
 
 
 @dataclass(frozen=True)
@@ -505,7 +509,8 @@ def _populate_sweep(db: Postgres, count: int, cycle: int) -> None:
     try:
         with conn.cursor() as cur:
             # The indexes of the plain table are built after its rows, as the catalog's are.
-            cur.execute(raw_table("bench_sweep_raw")[0].replace(" PRIMARY KEY", ""))
+            (create,) = raw_table("bench_sweep_raw", keys=False)
+            cur.execute(create)
             cur.execute(
                 _POPULATE.format(columns=COLUMNS),
                 {

@@ -247,6 +247,9 @@ bodies = Table(
     Column("entity", JSONDocument(), nullable=False),
 )
 
+# Each catalog row with its body: what every read of a body selects from.
+entities_with_bodies = entities.join(bodies, bodies.c.ref == entities.c.ref)
+
 # The change feed: every change the engine makes to the catalog, written in the transaction
 # that makes it. Ids are assigned in commit order (see ingestion.store.changes), so a consumer
 # that has read up to an id never sees a lower one commit later.
@@ -320,6 +323,7 @@ __all__ = [
     "checkpoints",
     "cycles",
     "entities",
+    "entities_with_bodies",
     "errors",
     "event_touches",
     "events",

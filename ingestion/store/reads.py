@@ -31,8 +31,7 @@ def _first(conn: Connection, stmt: Any) -> dict[str, Any] | None:
 
 def _entities() -> Any:
     """Catalog rows with their bodies, as one row each (the body is in a table of its own)."""
-    e, b = m.entities, m.bodies
-    return select(*e.c, b.c.entity).join_from(e, b, b.c.ref == e.c.ref)
+    return select(*m.entities.c, m.bodies.c.entity).select_from(m.entities_with_bodies)
 
 
 def provider_names(conn: Connection) -> list[str]:

@@ -55,10 +55,9 @@ def removal_candidates(
     threshold = removal_threshold(
         conn, claim.provider, claim.cycle_id, options.remove_after_missed_cycles
     )
-    b = m.bodies.c
     stmt = (
-        select(e.ref, b.entity, e.location_key)
-        .join_from(m.entities, m.bodies, b.ref == e.ref)
+        select(e.ref, m.bodies.c.entity, e.location_key)
+        .select_from(m.entities_with_bodies)
         .where(e.provider == claim.provider, e.mark_cycle < threshold)
         .order_by(e.ref)
         .limit(limit)
