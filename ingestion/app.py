@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -34,6 +35,13 @@ from ingestion.store import Doorbell, ErrorKind, Store
 from ingestion.store.changes import Batch
 from ingestion.store.events import Accepted
 from ingestion.tasks import APPLY_EVENTS, BURST, RECONCILE, register_tasks
+
+#: The GIL's switch interval in a pool process, in seconds (Python's default is 0.005). While
+#: a burst's committer thread commits one page, the burst's own thread prepares the next and
+#: holds the GIL; after each statement the committer waits for it until the interval runs out.
+#: A shorter interval gives it back sooner, which matters most to an unchanged cycle, whose
+#: commits are short statements (docs/benchmarks.md, change 10).
+POOL_SWITCH_INTERVAL = 0.0005
 
 log = logging.getLogger("ingestion")
 
@@ -487,6 +495,7 @@ class IncrementalIngestion:
         # What a pool process inherits lives as long as it does: keep it out of the
         # collector's full passes, which otherwise scan all of it every few pages.
         gc.freeze()
+        sys.setswitchinterval(POOL_SWITCH_INTERVAL)
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._ours(sender):

@@ -3,18 +3,22 @@ messages, and countdowns that must stay under the broker's limits."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ingestion import Action, IncrementalIngestion
+from ingestion.app import POOL_SWITCH_INTERVAL
 from ingestion.tasks import BURST
 from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.brokers import purge, queue_length
 from tests.support.ingestions import client_ingestion, completed_cycles, wait_for_completed
+from tests.support.synthetic_app import POOL_PROCESS
 from tests.support.waiting import wait_until
 from tests.support.workers import Workers
 
@@ -71,6 +75,24 @@ def test_workers_run_cycles_by_themselves_and_the_catalog_follows_the_source(
     assert set(client.catalog.refs("services")) == source.refs()
     assert completed_cycles(client)[0]["removed"] == 60
     assert "burst provider=services" in workers.logs()
+
+
+@pytest.mark.timeout(60)
+def test_a_pool_process_hands_the_gil_over_sooner_and_keeps_what_it_inherited_out_of_the_gc(
+    pg_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    workers_factory: Callable[..., Workers],
+) -> None:
+    workers = workers_factory(pg_url, redis_url, [])
+    workers.start("w1")
+    report = tmp_path / "pool-process.json"
+    client = client_ingestion(workers)
+    client.celery_app.send_task(POOL_PROCESS, args=[str(report)], queue=workers.queue)
+    wait_until(report.exists, timeout=30, what="the pool process's report")
+    tuned = json.loads(report.read_text(encoding="utf-8"))
+    assert tuned == {"switch_interval": pytest.approx(POOL_SWITCH_INTERVAL), "frozen": True}
+    assert POOL_SWITCH_INTERVAL < 0.005  # shorter than Python's default
 
 
 @pytest.mark.timeout(120)

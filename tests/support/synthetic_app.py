@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from ingestion import IncrementalIngestion, Settings
@@ -24,3 +27,12 @@ def build(
 
 ingestion = build()
 app = ingestion.celery_app
+
+POOL_PROCESS = "tests.pool_process"
+
+
+@app.task(name=POOL_PROCESS, shared=False)  # type: ignore[untyped-decorator]
+def pool_process(path: str) -> None:
+    """Write how the pool process running this task is tuned, as JSON, to ``path``."""
+    tuned = {"switch_interval": sys.getswitchinterval(), "frozen": gc.get_freeze_count() > 0}
+    Path(path).write_text(json.dumps(tuned), encoding="utf-8")
