@@ -5,6 +5,7 @@ Real SQLite and Postgres; cycles run through the real engine in this process.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,12 +14,17 @@ from typing import Any
 
 import pytest
 from kombu import Connection
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from ingestion import DeferredEntity, EntityIteratorResult, IncrementalIngestion, Settings
+from ingestion.entities import prepare
 from ingestion.preparing import prepare_page
-from ingestion.store import Store
+from ingestion.store import Store, changes
+from ingestion.store import models as m
+from ingestion.store.changes import ChangeSource
 from ingestion.store.events import Lease, ProviderDelta, StoredEvent
+from ingestion.store.pages import EventMarking
 from providers.synthetic import (
     SourceServer,
     SyntheticSource,
@@ -30,6 +36,7 @@ from tests.support.brokers import purge
 from tests.support.feed import catalog_content, replay
 from tests.support.ingestions import FOREGROUND, services_ingestion
 from tests.support.paths import REDIS_URL
+from tests.support.sources import component, ref
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -302,3 +309,35 @@ def test_ids_are_never_handed_out_again_after_the_feed_was_pruned_empty(
     cycle(ingestion)
     assert ingestion.store.changes(limit=1)[0]["id"] > last
     ingestion.close()
+
+
+def test_a_ref_written_twice_or_removed_in_one_transaction_keeps_each_body_in_the_feed(
+    database_url: str,
+) -> None:
+    # On Postgres a change takes the body its transaction left in the catalog, unless its ref
+    # is written again or removed later in the same transaction: then it carries its own.
+    store = Store(database_url)
+    marking = EventMarking("p", 1)
+    a0, b0, a1 = (
+        prepare(component(name, version), "p", None)
+        for name, version in (("a", 0), ("b", 0), ("a", 1))
+    )
+    with store.db.write() as tx:
+        for items in ([a0, b0], [a1]):
+            writes = store.entity_writer.write(tx, marking, items, expect_unchanged=False)
+            changes.written(tx, "p", ChangeSource.EVENT, added=writes.added, changed=writes.changed)
+        gone = m.entities.c.ref == ref("b")
+        changes.delete_bodies(tx.conn, gone)
+        tx.conn.execute(delete(m.entities).where(gone))
+        changes.removed(tx, "p", ChangeSource.EVENT, [ref("b")])
+    feed = [(c["kind"], c["ref"], c["entity"]) for c in store.changes()]
+    assert feed == [
+        ("added", ref("a"), json.loads(a0.canonical)),
+        ("added", ref("b"), json.loads(b0.canonical)),
+        ("changed", ref("a"), json.loads(a1.canonical)),
+        ("removed", ref("b"), None),
+    ]
+    assert [(r["ref"], r["entity"]) for r in store.entities_page(after=None, limit=10)] == [
+        (ref("a"), json.loads(a1.canonical))
+    ]
+    store.dispose()

@@ -126,16 +126,25 @@ def removed(
     )
 
 
+# A change whose body is the one its transaction leaves in catalog_bodies (its ref's last change
+# of the transaction) is sent without it: the row copies the stored jsonb, so a page's bodies
+# cross the connection and are parsed once, for the catalog. Another change (its ref written
+# again or removed later in the transaction) sends its own.
 _PG_INSERT = text(
     "WITH written AS ("
     "INSERT INTO catalog_changes "
     "(ref, kind, provider, source, cycle_id, event_id, entity, created_at) "
     "SELECT c.ref, c.kind, c.provider, c.source, c.cycle_id, c.event_id, "
-    "c.entity, :now FROM unnest(CAST(:refs AS text[]), CAST(:kinds AS text[]), "
+    "COALESCE(CAST(c.entity AS jsonb), b.entity), :now "
+    "FROM unnest(CAST(:refs AS text[]), CAST(:kinds AS text[]), "
     "CAST(:providers AS text[]), CAST(:sources AS text[]), CAST(:cycles AS bigint[]), "
     "CAST(:events AS bigint[]), CAST(:entities AS text[])) WITH ORDINALITY "
-    "AS c (ref, kind, provider, source, cycle_id, event_id, entity, n) ORDER BY c.n "
-    "RETURNING id) SELECT min(id), max(id), count(*) FROM written"
+    "AS c (ref, kind, provider, source, cycle_id, event_id, entity, n) "
+    "LEFT JOIN catalog_bodies AS b ON c.entity IS NULL AND c.kind <> 'removed' AND b.ref = c.ref "
+    "ORDER BY c.n "
+    "RETURNING id, kind, entity IS NULL AS bodiless) "
+    "SELECT min(id), max(id), count(*), "
+    "count(*) FILTER (WHERE bodiless AND kind <> 'removed') FROM written"
 )
 
 
@@ -205,8 +214,13 @@ class PostgresFeedWriter(FeedWriter):
 
     def record(self, tx: Tx) -> Batch:
         rows = tx.changes
+        last = {row["ref"]: n for n, row in enumerate(rows)}
+        sent = [
+            None if last[row["ref"]] == n and row["kind"] != ChangeKind.REMOVED else row["entity"]
+            for n, row in enumerate(rows)
+        ]
         tx.sql.serialise(tx.conn, FEED_LOCK)
-        first, last, count = tx.conn.execute(
+        first, end, count, bodiless = tx.conn.execute(
             _PG_INSERT,
             {
                 "now": tx.now,
@@ -216,10 +230,12 @@ class PostgresFeedWriter(FeedWriter):
                 "sources": [r["source"] for r in rows],
                 "cycles": [r["cycle_id"] for r in rows],
                 "events": [r["event_id"] for r in rows],
-                "entities": [r["entity"] for r in rows],
+                "entities": sent,
             },
         ).one()
-        return Batch(int(first), int(last), int(count), _providers(rows))
+        if bodiless:  # the transaction rolls back: no change goes to the feed without its body
+            raise RuntimeError(f"{bodiless} change(s) of the feed found no body in catalog_bodies")
+        return Batch(int(first), int(end), int(count), _providers(rows))
 
     def delete_and_record(
         self, tx: Tx, scope: ColumnElement[bool], constants: tuple[Any, ...]

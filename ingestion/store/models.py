@@ -265,8 +265,9 @@ changes = Table(
     Column("source", String(8), nullable=False),  # changes.ChangeSource: page, sweep, event...
     Column("cycle_id", BigInteger, nullable=True),
     Column("event_id", BigInteger, nullable=True),
-    # The entity as written (added, changed), its canonical JSON; none for a removal.
-    Column("entity", JSONText(), nullable=True),
+    # The entity as written (added, changed); none for a removal. On Postgres a jsonb copied
+    # from the body the same transaction wrote, where it can be (see changes.PostgresFeedWriter).
+    Column("entity", JSONDocument(), nullable=True),
     _created(),
     Index("ix_catalog_changes_created_at", "created_at"),
     # SQLite would hand out a pruned id again once the table is empty: never.
