@@ -35,4 +35,6 @@ POOL_PROCESS = "tests.pool_process"
 def pool_process(path: str) -> None:
     """Write how the pool process running this task is tuned, as JSON, to ``path``."""
     tuned = {"switch_interval": sys.getswitchinterval(), "frozen": gc.get_freeze_count() > 0}
-    Path(path).write_text(json.dumps(tuned), encoding="utf-8")
+    partial = Path(f"{path}.partial")
+    partial.write_text(json.dumps(tuned), encoding="utf-8")
+    partial.replace(path)  # whole, or not there at all
