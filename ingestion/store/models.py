@@ -85,7 +85,8 @@ class JSONDocument(TypeDecorator[Any]):
 
 class JSONText(JSONDocument):
     """A JSON document kept as its text on every backend: written and read back whole, never
-    queried inside, so Postgres need not parse it into ``jsonb``."""
+    queried inside, so Postgres need not parse it into ``jsonb``. The feed's ``entity`` was one
+    until revision 0009; migration 0007 still creates it so."""
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         return dialect.type_descriptor(Text())
