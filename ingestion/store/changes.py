@@ -215,10 +215,8 @@ class PostgresFeedWriter(FeedWriter):
     def record(self, tx: Tx) -> Batch:
         rows = tx.changes
         last = {row["ref"]: n for n, row in enumerate(rows)}
-        sent = [
-            None if last[row["ref"]] == n and row["kind"] != ChangeKind.REMOVED else row["entity"]
-            for n, row in enumerate(rows)
-        ]
+        # A removal has no body to send; the statement never joins one to it.
+        sent = [None if last[row["ref"]] == n else row["entity"] for n, row in enumerate(rows)]
         tx.sql.serialise(tx.conn, FEED_LOCK)
         first, end, count, bodiless = tx.conn.execute(
             _PG_INSERT,
