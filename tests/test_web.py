@@ -31,6 +31,7 @@ from tests.support.browser import Tab, chromium, open_tab
 from tests.support.fake_apis import Answer, ItemsApi
 from tests.support.ingestions import client_ingestion
 from tests.support.synthetic_app import build
+from tests.support.tokens import tampered
 from tests.support.waiting import wait_until
 from tests.support.workers import Workers
 
@@ -184,7 +185,7 @@ def test_the_session_cookie_steers_only_with_its_csrf_token(site: Site) -> None:
     before = site.ingestion.store.status("services").ticket
 
     missing = httpx.post(trigger, cookies=cookies)
-    wrong = httpx.post(trigger, cookies=cookies, headers={"X-CSRF-Token": "x" + csrf[1:]})
+    wrong = httpx.post(trigger, cookies=cookies, headers={"X-CSRF-Token": tampered(csrf)})
     assert (missing.status_code, wrong.status_code) == (403, 403)
     assert "X-CSRF-Token" in missing.json()["error"]
     assert site.ingestion.store.status("services").ticket == before
