@@ -48,12 +48,22 @@ def wait_until(
 
 def free_port() -> int:
     """A port nothing listens on right now, on 127.0.0.1 (never a shared server's)."""
-    while True:
-        with socket.socket() as sock:
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports nothing listens on right now, on 127.0.0.1 (never a shared
+    server's): all held while they are chosen, so none is handed out twice."""
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket())
             sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in SHARED_PORTS:
-            return port
+            port = int(sock.getsockname()[1])
+            if port not in SHARED_PORTS:
+                ports.append(port)
+        return ports
 
 
 class ThrowawayPostgres:

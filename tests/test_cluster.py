@@ -19,7 +19,7 @@ from providers.demo.app import demo_ref
 from providers.demo.cluster import Cluster, ClusterError, Process
 from providers.synthetic import SourceServer, SyntheticSource
 from tests.support.paths import ROOT, unique
-from tests.support.processes import Service, free_port
+from tests.support.processes import Service, free_ports
 from tests.support.waiting import wait_until
 
 TOKEN = "cluster-admin-token-0f9e8d7c6b5a"
@@ -52,7 +52,7 @@ def test_cluster_ingests_two_providers_over_three_workers(
         libraries: SyntheticSource(count=900, per_page=50, delay=0.04),
     }
     with SourceServer(sources[services]) as one, SourceServer(sources[libraries]) as two:
-        api_port, flower_port = free_port(), free_port()
+        api_port, flower_port = free_ports(2)
         env = dict(os.environ)
         env.update(
             {
@@ -157,7 +157,8 @@ def test_cluster_ingests_two_providers_over_three_workers(
             )
             assert alive(restarted) and not alive(pids["worker1"])
             assert "worker1 exited with status -9" in cluster.log()
-            assert "worker1 restarted" in cluster.log()
+            # The pids file is written a moment before the restart is logged
+            wait_until(lambda: "worker1 restarted" in cluster.log(), timeout=5, what="the log")
             assert {k: v for k, v in read_pids(run_dir).items() if k != "worker1"} == {
                 k: v for k, v in pids.items() if k != "worker1"
             }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,16 +12,11 @@ from pathlib import Path
 
 import httpx
 
+# The chaos lab's port picker, which never hands out a shared server's port.
+from chaos.servers import free_port as free_port
+from chaos.servers import free_ports as free_ports
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_until
-
-
-def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_ready(url: str, auth: tuple[str, str] | None = None) -> Callable[[], bool]:

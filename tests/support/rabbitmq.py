@@ -25,7 +25,7 @@ from amqp.exceptions import AMQPError
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from chaos.servers import free_port
+from chaos.servers import free_ports
 from tests.support.waiting import wait_until
 
 RABBITMQ_BIN = Path(os.environ.get("TEST_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
@@ -36,11 +36,12 @@ LOOPBACK_DISTRIBUTION = "-kernel inet_dist_use_interface {127,0,0,1}"
 CLI_DIST_PORTS = range(35672, 35683)
 
 
-def _node_port() -> int:
+def _node_ports() -> tuple[int, int]:
+    """Two different ports for the node: AMQP and Erlang distribution."""
     while True:
-        port = free_port()
-        if port not in CLI_DIST_PORTS:
-            return port
+        amqp, dist = free_ports(2)
+        if amqp not in CLI_DIST_PORTS and dist not in CLI_DIST_PORTS:
+            return amqp, dist
 
 
 class ThrowawayRabbitMQ:
@@ -51,8 +52,7 @@ class ThrowawayRabbitMQ:
         self.folder = folder
         self.settings = dict(settings)
         self.node = f"rabbit-test-{os.getpid()}-{uuid.uuid4().hex[:6]}@localhost"
-        self.port = _node_port()
-        self.dist_port = _node_port()
+        self.port, self.dist_port = _node_ports()
         self.log_path = folder / "log" / f"{self.node}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = self._environment()
