@@ -33,7 +33,7 @@ from providers.synthetic import (
 from tests.support.brokers import purge
 from tests.support.feed import catalog_content, replay
 from tests.support.ingestions import FOREGROUND, services_ingestion
-from tests.support.paths import REDIS_URL
+from tests.support.paths import REDIS_URL, unique
 from tests.support.sources import component, ref
 
 pytestmark = pytest.mark.timeout(90)
@@ -248,7 +248,7 @@ def test_zero_retention_keeps_everything(tmp_path: Path) -> None:
 def test_each_committed_batch_sends_the_push_task_with_its_ids(
     pg_url: str, tmp_path: Path, served: tuple[SyntheticSource, SourceServer]
 ) -> None:
-    queue = f"changes-{tmp_path.name}"[:60]
+    queue = unique("changes")
     redis_url = f"{REDIS_URL}/13"
     ingestion = make(
         pg_url,
