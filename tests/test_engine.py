@@ -594,7 +594,7 @@ def test_a_step_due_beyond_the_countdown_cap_is_left_to_the_reconciler(
 ) -> None:
     ingestion = make_ingestion(database_url, tmp_path, max_countdown=0.2, resend_after=0)
     ingestion.add_provider(
-        PagesProvider("later", numbered_pages(2, 3)), burst_length=0.001, burst_interval=0.6
+        PagesProvider("later", numbered_pages(2, 3)), burst_length=0.001, burst_interval=3
     )
     ingestion.store.ensure_providers(["later"])
     report = step(ingestion, ingestion.store.start("later"))

@@ -30,12 +30,14 @@ from tests.support.sources import PageNumberProvider, ShiftingSource, component,
 from tests.support.waiting import wait_until
 
 OWNER = "test/faults"
+# Short enough to outlive in a test, long enough that one slow disk flush does not lose it.
+LEASE = 2.0
 
 
 def ingestion_with(
     database_url: str, tmp_path: Path, provider: Any, **options: Any
 ) -> IncrementalIngestion:
-    ingestion = make_ingestion(database_url, tmp_path, lease_seconds=0.6)
+    ingestion = make_ingestion(database_url, tmp_path, lease_seconds=LEASE)
     defaults: dict[str, Any] = {"burst_interval": 0, "rest_length": 3600}
     ingestion.add_provider(provider, **{**defaults, **options})
     ingestion.store.ensure_providers([provider.get_provider_name()])
@@ -168,12 +170,12 @@ def test_a_burst_frozen_past_its_lease_commits_nothing(database_url: str, tmp_pa
     source = ShiftingSource(names(20))
     ingestion = ingestion_with(database_url, tmp_path, PageNumberProvider("items", source))
     doorbell = ingestion.store.start("items")
-    lease = timedelta(seconds=0.3)
+    lease = timedelta(seconds=1)
     claim = ingestion.store.claim("items", doorbell.ticket, OWNER, lease, _options(ingestion))
     page = prepare_page("items", _page(1), 1)
     ingestion.store.commit_page(claim, page, 1, lease)  # type: ignore[arg-type]
     # When it is frozen past its lease (no other worker took the step yet)
-    time.sleep(0.5)
+    time.sleep(1.5)
     # Then it can commit nothing more, and cannot renew its lease
     with pytest.raises(LeaseLost):
         ingestion.store.commit_page(claim, prepare_page("items", _page(2), 2), 2, lease)  # type: ignore[arg-type]
@@ -229,16 +231,16 @@ def _page(number: int) -> EntityIteratorResult[Any]:
 def test_the_heartbeat_keeps_the_lease_of_a_burst_slower_than_it(
     database_url: str, tmp_path: Path
 ) -> None:
-    source = ShiftingSource(names(10))
+    source = ShiftingSource(names(4))  # one page, read for more than twice the lease
     provider = PageNumberProvider("items", source)
     original = provider.next
 
     def slow(context: Any, cursor: Any = None) -> Any:
-        time.sleep(1.2)  # twice the lease of 0.6 s
+        time.sleep(2.2 * LEASE)  # more than twice the lease
         return original(context, cursor)
 
     provider.next = slow  # type: ignore[method-assign]
-    ingestion = ingestion_with(database_url, tmp_path, provider, burst_length=5)
+    ingestion = ingestion_with(database_url, tmp_path, provider, burst_length=60)
     reports = ingestion.run_cycle("items")
     assert [r.outcome for r in reports] == ["done"]
     assert catalog_is_source(ingestion, source)
@@ -254,7 +256,7 @@ def test_a_lost_burst_that_had_made_progress_is_retried_at_once(
         database_url, tmp_path, PageNumberProvider("items", source), backoff=[3600]
     )
     doorbell = ingestion.store.start("items")
-    lease = timedelta(seconds=0.2)
+    lease = timedelta(seconds=1)
     claim = ingestion.store.claim("items", doorbell.ticket, OWNER, lease, _options(ingestion))
     ingestion.store.commit_page(claim, prepare_page("items", _page(1), 1), 1, lease)  # type: ignore[arg-type]
     # When its lease has run out and the reconciler announces the step again

@@ -405,11 +405,11 @@ def test_a_server_that_does_not_answer_in_time_is_a_timeout(tmp_path: Path) -> N
     ingestion = make_ingestion(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     ingestion.migrate()
     with ItemsApi() as api:
-        api.canned.append(Answer(body={"data": {"items": []}}, delay=2.0))
+        api.canned.append(Answer(body={"data": {"items": []}}, delay=10.0))
         ingestion.add_provider(provider(api, timeout=0.3), page_retries=0)
         started = time.monotonic()
         report = one_burst(ingestion, "services")
-        assert time.monotonic() - started < 1.9
+        assert time.monotonic() - started < 5, "the burst did not wait for the answer"
     assert report.outcome == "failed"
     assert f"GET {api.url}/link: no answer in time (ReadTimeout, timeout 0.3s)" in burst_error(
         ingestion, "services"

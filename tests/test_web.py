@@ -38,6 +38,8 @@ from tests.support.workers import Workers
 pytestmark = pytest.mark.browser
 
 TOKEN = "web-admin-token-0123456789abcdef"
+# Milliseconds to await a state the page shows only while it lasts, over several refreshes.
+LIVE = 20_000
 FAST = {"burst_length": 60, "burst_interval": 0, "rest_length": 3600, "backoff": [0.05]}
 
 
@@ -327,21 +329,29 @@ def test_overview_shows_two_providers_mid_cycle_under_a_real_worker(
                 tab = open_tab(browser, url)
                 page = log_in(tab)
                 page.evaluate("window.sameDocument = true")
+                # A provider rests a second between cycles of a few: a refresh (every 3 s)
+                # can find one resting, so each state is awaited over several refreshes.
                 for name in ("libraries", "services"):
                     card = page.get_by_role("article", name=name)
-                    expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible()
-                    expect(card.get_by_role("progressbar")).to_be_visible()
-                    expect(card).to_contain_text(re.compile(r"About .+ left"))
-                    expect(card).to_contain_text(re.compile(r"ingest · (running|waiting)"))
+                    expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible(
+                        timeout=LIVE
+                    )
+                    expect(card.get_by_role("progressbar")).to_be_visible(timeout=LIVE)
+                    expect(card).to_contain_text(re.compile(r"About .+ left"), timeout=LIVE)
+                    expect(card).to_contain_text(
+                        re.compile(r"ingest · (running|waiting)"), timeout=LIVE
+                    )
                     expect(card.get_by_role("list", name=re.compile("counts"))).to_contain_text(
-                        "written"
+                        "written", timeout=LIVE
                     )
                 summary = page.get_by_role("region", name="Health summary")
-                expect(summary).to_contain_text("Healthy")
-                expect(summary).to_contain_text("2 open cycles")
+                expect(summary).to_contain_text("Healthy", timeout=LIVE)
+                expect(summary).to_contain_text("2 open cycles", timeout=LIVE)
                 for name in sources:
                     card = page.get_by_role("article", name=name)
-                    expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible()
+                    expect(card.get_by_text(re.compile(r"^Cycle #\d+$"))).to_be_visible(
+                        timeout=LIVE
+                    )
                 tab.screenshot("overview")
 
                 # It refreshes by itself: the counts move without the page being reloaded.
@@ -349,7 +359,7 @@ def test_overview_shows_two_providers_mid_cycle_under_a_real_worker(
                     "list", name=re.compile("counts")
                 )
                 before = counts.inner_text()
-                expect(counts).not_to_have_text(before, timeout=20_000)
+                expect(counts).not_to_have_text(before, timeout=LIVE)
                 assert page.evaluate("window.sameDocument") is True
                 tab.context.close()
         finally:

@@ -135,10 +135,10 @@ def test_a_worker_killed_mid_burst_costs_at_most_the_page_in_flight(
     after = [b for b in bursts if b["id"] > victim_burst["id"] and b["outcome"] != "lost"]
     assert after and all(b["worker"].startswith(f"{survivor}@") for b in after)
     assert sum(b["pages"] for b in bursts) == 80, "no page committed twice"
-    # Replaced within 20 s: the lease (10 s) plus a reconciler period (5 s), and the lost burst,
-    # which had made progress, retried at once
+    # Replaced within the lease (10 s) plus a reconciler period (5 s), the lost burst, which had
+    # made progress, retried at once; 10 s more for the claim and a busy machine
     replaced = min(b["started_at"] for b in after)
-    assert (replaced - killed_at).total_seconds() < 20
+    assert (replaced - killed_at).total_seconds() < 25
 
 
 @pytest.mark.timeout(120)
