@@ -11,11 +11,11 @@ time; its time per entity is that share times the cycle's time.
 from __future__ import annotations
 
 import re
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from ingestion.store import Store
 
 PROFILE = THROUGHPUT // 2
 RATE = 200  # samples per second
-ATTACH = 0.5  # seconds py-spy is given to attach before the cycle begins
+ATTACH = 30.0  # seconds py-spy may take to attach before the cycle begins
 
 # (category, pattern on "function (file)"), tried innermost frame first.
 RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -141,9 +141,21 @@ class _Spy:
 
     def __enter__(self) -> _Spy:
         self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
-        time.sleep(ATTACH)
+        assert self.proc.stdout is not None
+        # py-spy says it is sampling once it has attached: the cycle begins after that.
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=ATTACH)
+        said = self.proc.stdout.readline().decode(errors="replace") if ready else ""
+        if "Sampling process" not in said:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            raise BenchError(
+                f"py-spy did not attach within {ATTACH:g}s: "
+                f"{(said + err.decode(errors='replace')).strip()[-2000:]}"
+            )
         return self
 
     def __exit__(self, *_: object) -> None:
