@@ -78,7 +78,7 @@ def test_celery_call_triggers_starts_and_cancels_a_provider(
         started = last_completed(store)
 
         # When an operator calls ingestion.cancel during a cycle, it is cancelled, not swept
-        source.delay = 0.3
+        source.delay = 1.0  # 12 pages: the cycle outlasts the `celery call` that cancels it
         celery_call(workers, "ingestion.start", "services")
 
         def running_cycle() -> int | None:
