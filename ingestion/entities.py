@@ -12,9 +12,8 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple, TypeGuard
 from urllib.parse import unquote
 
 import orjson
@@ -88,9 +87,12 @@ def legacy_hash(body: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedEntity:
-    """An entity ready to be written: its ref, canonical body and content hash."""
+class PreparedEntity(NamedTuple):
+    """An entity ready to be written: its ref, canonical body and content hash.
+
+    Immutable, and made for every entity of every page: a named tuple is made in a third of
+    the time of a frozen dataclass, which sets each field through ``object.__setattr__``.
+    """
 
     ref: str
     name: str
@@ -180,6 +182,11 @@ def _key_ok(value: str) -> bool:
 
 def valid_label_value(value: object) -> bool:
     """Whether ``value`` is a valid label value: empty, or valid as a name."""
+    return isinstance(value, str) and _label_value_ok(value)
+
+
+@_remembered
+def _label_value_ok(value: str) -> bool:
     return value == "" or valid_name(value)
 
 
@@ -240,11 +247,17 @@ def _domain_ok(host: str) -> bool:
     return decoded != "" and _FORBIDDEN_DOMAIN.search(decoded) is None
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, with a plain ``dict`` (nearly every value) told apart
+    without the abstract base class's check, which costs several times more."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def describe(entity: object) -> str:
     """A short label for an entity in an error: its name when it has one."""
-    if isinstance(entity, Mapping):
+    if _is_mapping(entity):
         metadata = entity.get("metadata")
-        if isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str):
+        if _is_mapping(metadata) and isinstance(metadata.get("name"), str):
             return str(metadata["name"])[:200]
     return ""
 
@@ -257,7 +270,7 @@ def _shown(value: object) -> str:
 
 def validate(entity: object) -> None:
     """Raise :class:`EntityRejected` when ``entity`` breaks an envelope rule."""
-    if not isinstance(entity, Mapping):
+    if not _is_mapping(entity):
         raise EntityRejected("entity", f"an entity must be a mapping, got {type(entity).__name__}")
     if not _ROOT_FIELDS.issuperset(entity):
         foreign = next(key for key in entity if key not in _ROOT_FIELDS)
@@ -279,10 +292,10 @@ def validate(entity: object) -> None:
             "kind", f"kind {_shown(kind)} must be 1-63 letters and digits, starting with a letter"
         )
     metadata = entity.get("metadata")
-    if not isinstance(metadata, Mapping):
+    if not _is_mapping(metadata):
         raise EntityRejected("metadata", f"metadata {_shown(metadata)} must be a mapping")
     spec = entity.get("spec", _ABSENT)
-    if spec is not _ABSENT and not isinstance(spec, Mapping):
+    if spec is not _ABSENT and not _is_mapping(spec):
         raise EntityRejected("spec", f"spec {_shown(spec)} must be a mapping")
     _validate_metadata(metadata)
 
@@ -322,7 +335,7 @@ def _validate_string_map(
     field: str, values: object, value_valid: Callable[[object], bool] | None
 ) -> None:
     rule = f"metadata.{field}"
-    if not isinstance(values, Mapping):
+    if not _is_mapping(values):
         raise EntityRejected(rule, f"{rule} {_shown(values)} must be a mapping")
     for key, value in values.items():
         if not valid_key(key):
@@ -353,7 +366,7 @@ def _validate_links(links: object) -> None:
         raise EntityRejected("metadata.links", f"metadata.links {_shown(links)} must be a list")
     for index, link in enumerate(links):
         where = f"metadata.links[{index}]"
-        if not isinstance(link, Mapping):
+        if not _is_mapping(link):
             raise EntityRejected("metadata.links", f"{where} {_shown(link)} must be a mapping")
         url = link.get("url")
         if not valid_url(url):
@@ -372,7 +385,7 @@ def _validate_links(links: object) -> None:
 def prepare(entity: object, provider_name: str, location_key: str | None) -> PreparedEntity:
     """Validate ``entity``, annotate it with its provider and compute its ref and hash."""
     validate(entity)
-    assert isinstance(entity, Mapping)
+    assert _is_mapping(entity)
     metadata = dict(entity["metadata"])
     annotations = dict(metadata.get("annotations") or {})
     annotations[PROVIDER_ANNOTATION] = provider_name

@@ -63,10 +63,10 @@ def prepare_page(
                 )
             )
             continue
-        label = describe(item.entity) or f"#{position}"
         try:
             entity = prepare(item.entity, provider_name, item.location_key)
         except EntityRejected as exc:
+            label = describe(item.entity) or f"#{position}"
             rejected.append(
                 Problem(label, exc.rule, f"{where}, entity #{position} ({label}): {exc.message}")
             )
@@ -75,7 +75,7 @@ def prepare_page(
             del prepared[entity.ref]  # keep the last one, in its own position
             warnings.append(
                 Problem(
-                    label,
+                    entity.name,
                     "duplicate",
                     f"{where}: {entity.ref} appears more than once in the page; the last one wins",
                     entity.ref,
