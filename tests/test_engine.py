@@ -29,6 +29,7 @@ from ingestion import (
 from ingestion.store import Doorbell
 from providers.synthetic import SourceServer, SyntheticProvider, SyntheticSource, service_entity
 from tests.support.ingestions import body_refs, make_ingestion
+from tests.support.sources import component, ref
 from tests.support.waiting import wait_until
 
 OWNER = "test/1"
@@ -108,6 +109,46 @@ def _synthetic(url: str, tmp_path: Path, source_server: SourceServer) -> Increme
         backoff=[0.2, 0.3],
     )
     return ingestion
+
+
+# Location keys are the provider's own text: these need quoting in an array literal, or look
+# like something else in one (a null, a separator, a brace).
+ODD_LOCATIONS = [
+    'url:"quoted"',
+    "back\\slash",
+    "a,b",
+    "NULL",
+    "",
+    " spaced ",
+    "{braced}",
+    "é",
+    None,
+]
+
+
+@pytest.mark.timeout(60)
+def test_location_keys_of_any_text_are_written_and_rewritten_as_they_are(
+    database_url: str, tmp_path: Path
+) -> None:
+    ingestion = make_ingestion(database_url, tmp_path)
+    names = [f"odd-{n}" for n in range(len(ODD_LOCATIONS))]
+
+    def page(locations: list[str | None], version: int) -> list[Any]:
+        return [
+            DeferredEntity(component(name, version), location)
+            for name, location in zip(names, locations, strict=True)
+        ]
+
+    provider = PagesProvider("odd", [page(ODD_LOCATIONS, 0)])
+    ingestion.add_provider(provider, burst_interval=0, rest_length=3600)
+    assert ingestion.run_cycle("odd")[-1].outcome == "done"
+    assert [ingestion.catalog.get(ref(n)).location_key for n in names] == ODD_LOCATIONS  # type: ignore[union-attr]
+    # Changed entities are rewritten with their keys, each moved to another's
+    moved = ODD_LOCATIONS[1:] + ODD_LOCATIONS[:1]
+    provider.pages = [page(moved, 1)]
+    [report] = ingestion.run_cycle("odd")
+    assert report.written == len(names)
+    assert [ingestion.catalog.get(ref(n)).location_key for n in names] == moved  # type: ignore[union-attr]
 
 
 @pytest.mark.timeout(60)

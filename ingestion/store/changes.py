@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 
 from ingestion.store import models as m
+from ingestion.store.dialects import bigint_array, text_array
 from ingestion.store.models import UTCDateTime
 
 if TYPE_CHECKING:
@@ -222,12 +223,12 @@ class PostgresFeedWriter(FeedWriter):
             _PG_INSERT,
             {
                 "now": tx.now,
-                "refs": [r["ref"] for r in rows],
-                "kinds": [r["kind"] for r in rows],
-                "providers": [r["provider"] for r in rows],
-                "sources": [r["source"] for r in rows],
-                "cycles": [r["cycle_id"] for r in rows],
-                "events": [r["event_id"] for r in rows],
+                "refs": text_array([r["ref"] for r in rows]),
+                "kinds": text_array([r["kind"] for r in rows]),
+                "providers": text_array([r["provider"] for r in rows]),
+                "sources": text_array([r["source"] for r in rows]),
+                "cycles": bigint_array([r["cycle_id"] for r in rows]),
+                "events": bigint_array([r["event_id"] for r in rows]),
                 "entities": sent,
             },
         ).one()

@@ -12,8 +12,9 @@ SQLite, whose writing transactions hold the whole database already.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -88,6 +89,33 @@ class PostgresSQL(DialectSQL):
 
     def seconds(self, start: Any, end: Any) -> ColumnElement[Any]:
         return func.extract("epoch", end - start)
+
+
+# A page's columns travel to Postgres as arrays. psycopg2 sends a Python list as an ARRAY[...]
+# constructor of one quoted constant per item, which the client quotes one by one and the
+# server parses as a page of expressions (about 1.8 ms for a page's refs and hashes). One
+# array literal, '{"a","b"}', is one constant the server reads at once (about 1.0 ms).
+def text_array(values: Sequence[str | None]) -> str:
+    """``values`` as a Postgres array literal for ``CAST(:param AS text[])``; ``None`` is
+    ``NULL``. Every item is quoted, so that no value (``NULL``, one with a comma or a space)
+    is read as anything but itself."""
+    if not values:
+        return "{}"
+    if None not in values:
+        strings = cast("Sequence[str]", values)
+        together = "".join(strings)
+        if '"' not in together and "\\" not in together:  # nothing to escape: the common page
+            return '{"' + '","'.join(strings) + '"}'
+    return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
+
+
+def bigint_array(values: Sequence[int | None]) -> str:
+    """``values`` as a Postgres array literal for ``CAST(:param AS bigint[])``."""
+    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class SQLiteSQL(DialectSQL):

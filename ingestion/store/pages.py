@@ -22,6 +22,7 @@ from ingestion.store import changes
 from ingestion.store import models as m
 from ingestion.store.changes import ChangeSource
 from ingestion.store.database import Database, Tx
+from ingestion.store.dialects import text_array
 from ingestion.store.records import (
     CheckBatch,
     CheckCommit,
@@ -207,12 +208,13 @@ _PG_MARK_IF_UNCHANGED = text(
 )
 
 
-def _page_arrays(items: Sequence[PreparedEntity]) -> dict[str, list[Any]]:
+def _page_arrays(items: Sequence[PreparedEntity]) -> dict[str, Any]:
+    # The bodies stay a list: quoting a literal's worth of JSON costs more than it saves.
     return {
-        "refs": [i.ref for i in items],
-        "locations": [i.location_key for i in items],
+        "refs": text_array([i.ref for i in items]),
+        "locations": text_array([i.location_key for i in items]),
         "bodies": [i.canonical for i in items],
-        "hashes": [i.hash for i in items],
+        "hashes": text_array([i.hash for i in items]),
     }
 
 
@@ -234,8 +236,8 @@ class PostgresEntityWriter(EntityWriter):
             tx.conn.scalars(
                 _PG_MARK_IF_UNCHANGED,
                 {
-                    "refs": list(by_ref),
-                    "hashes": [item.hash for item in by_ref.values()],
+                    "refs": text_array(list(by_ref)),
+                    "hashes": text_array([item.hash for item in by_ref.values()]),
                     "cycle": claim.cycle_id,
                     "provider": claim.provider,
                 },
@@ -243,7 +245,7 @@ class PostgresEntityWriter(EntityWriter):
         )
 
     def existing(self, tx: Tx, refs: list[str]) -> dict[str, Any]:
-        return {row.ref: row for row in tx.conn.execute(_PG_EXISTING, {"refs": refs})}
+        return {row.ref: row for row in tx.conn.execute(_PG_EXISTING, {"refs": text_array(refs)})}
 
     def insert_new(self, tx: Tx, claim: Marking, new: list[PreparedEntity]) -> set[str]:
         params = {
@@ -265,7 +267,8 @@ class PostgresEntityWriter(EntityWriter):
 
     def mark_same(self, tx: Tx, claim: Marking, refs: list[str]) -> None:
         tx.conn.execute(
-            _PG_MARK_SAME, {"refs": refs, "cycle": claim.cycle_id, "provider": claim.provider}
+            _PG_MARK_SAME,
+            {"refs": text_array(refs), "cycle": claim.cycle_id, "provider": claim.provider},
         )
 
 
