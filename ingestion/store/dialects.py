@@ -62,11 +62,15 @@ class DialectSQL:
         raise NotImplementedError
 
 
+# Read at the start of every writing transaction: built once.
+_CLOCK = select(func.clock_timestamp())
+
+
 class PostgresSQL(DialectSQL):
     """Postgres: a server with its own clock, arrays and advisory locks."""
 
     def now(self, conn: Connection) -> datetime:
-        value = conn.execute(select(func.clock_timestamp())).scalar_one()
+        value = conn.execute(_CLOCK).scalar_one()
         assert isinstance(value, datetime)
         return value.astimezone(UTC)
 

@@ -201,10 +201,12 @@ _PG_MARK_SAME = text(
 # A hash is of the whole entity, its kind, namespace and name included, so an entity's hash
 # never equals the hash of another ref's content: matching refs and hashes as two sets marks
 # exactly the rows whose own hash is the page's.
+# The refs marked come back as one array (one value to read, not a row for each).
 _PG_MARK_IF_UNCHANGED = text(
-    "UPDATE catalog_entities SET mark_cycle = :cycle "
+    "WITH marked AS (UPDATE catalog_entities SET mark_cycle = :cycle "
     "WHERE ref = ANY(CAST(:refs AS text[])) AND hash = ANY(CAST(:hashes AS text[])) "
-    "AND provider IS NOT DISTINCT FROM :provider RETURNING ref"
+    "AND provider IS NOT DISTINCT FROM :provider RETURNING ref) "
+    "SELECT coalesce(array_agg(ref), '{}') FROM marked"
 )
 
 
@@ -233,7 +235,7 @@ class PostgresEntityWriter(EntityWriter):
         self, tx: Tx, claim: Marking, by_ref: dict[str, PreparedEntity]
     ) -> set[str]:
         return set(
-            tx.conn.scalars(
+            tx.conn.scalar(
                 _PG_MARK_IF_UNCHANGED,
                 {
                     "refs": text_array(list(by_ref)),
@@ -418,35 +420,45 @@ def commit_page(
         )
     rejected = [*page.rejected, *writes.conflicts]
     tx.conn.execute(
-        insert(m.checkpoints).values(
-            cycle_id=claim.cycle_id,
-            sequence=sequence,
-            cursor=page.cursor,
-            entities=written + unchanged,
-            created_at=tx.now,
-        )
+        _CHECKPOINT,
+        {
+            "cycle_id": claim.cycle_id,
+            "sequence": sequence,
+            "cursor": page.cursor,
+            "entities": written + unchanged,
+            "created_at": tx.now,
+        },
     )
     _record_problems(tx, claim, sequence, rejected, page.warnings)
-    counters = {
-        "pages": 1,
-        "entities": written + unchanged,
-        "written": written,
-        "unchanged": unchanged,
-        "rejected": len(rejected),
+    added = {
+        "add_pages": 1,
+        "add_entities": written + unchanged,
+        "add_written": written,
+        "add_unchanged": unchanged,
+        "add_rejected": len(rejected),
     }
-    c = m.cycles.c
-    tx.conn.execute(
-        update(m.cycles)
-        .where(c.id == claim.cycle_id)
-        .values(cursor=page.cursor, **{k: c[k] + v for k, v in counters.items()})
-    )
-    b = m.bursts.c
-    tx.conn.execute(
-        update(m.bursts)
-        .where(b.id == claim.burst_id)
-        .values(**{k: b[k] + v for k, v in counters.items()})
-    )
+    tx.conn.execute(_CYCLE_COUNTS, {"row": claim.cycle_id, "page_cursor": page.cursor, **added})
+    tx.conn.execute(_BURST_COUNTS, {"row": claim.burst_id, **added})
     return PageCommit(sequence, written, unchanged, len(rejected))
+
+
+# A page's bookkeeping statements are built once: building one for each page cost more of this
+# process's Python (its expressions, then its cache key) than Postgres takes to run it.
+_COUNTERS = ("pages", "entities", "written", "unchanged", "rejected")
+_CHECKPOINT = insert(m.checkpoints)
+_CYCLE_COUNTS = (
+    update(m.cycles)
+    .where(m.cycles.c.id == bindparam("row"))
+    .values(
+        cursor=bindparam("page_cursor", type_=m.cycles.c.cursor.type),
+        **{k: m.cycles.c[k] + bindparam(f"add_{k}") for k in _COUNTERS},
+    )
+)
+_BURST_COUNTS = (
+    update(m.bursts)
+    .where(m.bursts.c.id == bindparam("row"))
+    .values(**{k: m.bursts.c[k] + bindparam(f"add_{k}") for k in _COUNTERS})
+)
 
 
 def _write(

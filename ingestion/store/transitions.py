@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 
 from ingestion import state
 from ingestion.errors import LeaseLost, UnknownProvider
@@ -157,18 +157,30 @@ def hold_lease(tx: Tx, claim: Claim, lease: timedelta) -> None:
 
 def renew_lease(tx: Tx, claim: Claim, lease: timedelta) -> bool:
     """Extend the lease of a claim that still holds its step; whether it did."""
-    p = m.providers.c
     result = tx.conn.execute(
-        update(m.providers)
-        .where(
-            p.name == claim.provider,
-            p.ticket == claim.ticket,
-            p.lease_owner == claim.owner,
-            p.lease_expires_at >= tx.now,
-        )
-        .values(lease_expires_at=tx.now + lease)
+        _RENEW,
+        {
+            "held_name": claim.provider,
+            "held_ticket": claim.ticket,
+            "held_owner": claim.owner,
+            "held_now": tx.now,
+            "until": tx.now + lease,
+        },
     )
     return bool(result.rowcount == 1)
+
+
+# Renewed with every page a burst commits: built once (see pages._CYCLE_COUNTS).
+_RENEW = (
+    update(m.providers)
+    .where(
+        m.providers.c.name == bindparam("held_name"),
+        m.providers.c.ticket == bindparam("held_ticket"),
+        m.providers.c.lease_owner == bindparam("held_owner"),
+        m.providers.c.lease_expires_at >= bindparam("held_now"),
+    )
+    .values(lease_expires_at=bindparam("until", type_=m.providers.c.lease_expires_at.type))
+)
 
 
 def end_burst(tx: Tx, burst_id: int, outcome: BurstOutcome, **values: Any) -> None:
