@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import text
 
@@ -9,6 +11,18 @@ from ingestion.store import Store
 from ingestion.store.dialects import bigint_array, text_array
 
 ODD = ['say "hi"', "back\\slash", '\\"', "a,b", "NULL", "null", "", " spaced ", "{x}", "é ✓", None]
+
+
+def read_back(url: str, literal: str, array_type: str) -> Any:
+    """What Postgres reads from ``literal`` cast to ``array_type``."""
+    store = Store(url)
+    try:
+        with store.db.read() as conn:
+            return conn.execute(
+                text(f"SELECT CAST(:values AS {array_type})"), {"values": literal}
+            ).scalar_one()
+    finally:
+        store.dispose()
 
 
 @pytest.mark.timeout(30)
@@ -23,26 +37,10 @@ ODD = ['say "hi"', "back\\slash", '\\"', "a,b", "NULL", "null", "", " spaced ", 
     ],
 )
 def test_text_arrays_read_back_as_sent(pg_url: str, values: list[str | None]) -> None:
-    store = Store(pg_url)
-    try:
-        with store.db.read() as conn:
-            read = conn.execute(
-                text("SELECT CAST(:values AS text[])"), {"values": text_array(values)}
-            ).scalar_one()
-    finally:
-        store.dispose()
-    assert read == values
+    assert read_back(pg_url, text_array(values), "text[]") == values
 
 
 @pytest.mark.timeout(30)
 def test_bigint_arrays_read_back_as_sent(pg_url: str) -> None:
     values = [1, None, 2**62, 0]
-    store = Store(pg_url)
-    try:
-        with store.db.read() as conn:
-            read = conn.execute(
-                text("SELECT CAST(:values AS bigint[])"), {"values": bigint_array(values)}
-            ).scalar_one()
-    finally:
-        store.dispose()
-    assert read == values
+    assert read_back(pg_url, bigint_array(values), "bigint[]") == values
