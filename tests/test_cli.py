@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from ingestion import Settings
 from ingestion.store import Store
 from providers.synthetic import SourceServer, SyntheticSource
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, unique
 from tests.support.processes import Service, free_port, http_ready, ingestion_cli
 
 TOKEN = "cli-admin-token-0123456789abcdef"
@@ -116,6 +116,17 @@ def test_migrate_creates_the_schema_and_never_prints_the_password(
         with server.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         server.dispose()
+
+
+def test_migrate_on_a_database_no_one_created_says_to_create_it(
+    pg_url: str, tmp_path: Path
+) -> None:
+    url = make_url(pg_url).set(database=unique("never_created"), password="s3cret-password")
+    rendered = url.render_as_string(hide_password=False)
+    done = Cli(cli_env(rendered, tmp_path, []), rendered, tmp_path)("migrate", code=1)
+    assert "does not exist" in done.stderr and "createdb" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "s3cret-password" not in done.stdout + done.stderr
 
 
 def test_run_runs_one_cycle_in_the_foreground_with_progress(cli: Cli) -> None:

@@ -3,6 +3,7 @@ traceback or a database URL."""
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,9 @@ from ingestion.errors import DatabaseUnavailable, UnknownProvider
 
 log = logging.getLogger("ingestion.api")
 
+# Postgres refusing a connection to a database no one created (not a missing table).
+_NO_DATABASE = re.compile(r'database ".*" does not exist')
+
 
 def _first(exc: BaseException) -> str:
     origin = getattr(exc, "orig", None) or exc
@@ -26,6 +30,11 @@ def _first(exc: BaseException) -> str:
 def database_message(exc: SQLAlchemyError) -> str:
     """A database failure in a sentence an operator can act on (never the URL)."""
     detail = _first(exc)
+    if isinstance(exc, OperationalError) and _NO_DATABASE.search(detail):
+        return (
+            f"the database does not exist ({detail}): create it (on Postgres, `createdb`), "
+            "then run 'ingestion migrate'"
+        )
     if isinstance(exc, (OperationalError, ProgrammingError)) and (
         "does not exist" in detail or "no such table" in detail
     ):

@@ -19,11 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from ingestion import CycleStatus, IncrementalIngestion, Settings
+from ingestion.api.errors import database_message
 from providers.synthetic import SourceServer, SyntheticProvider, SyntheticSource
 
 NAME = "demo"
@@ -133,6 +137,11 @@ def _summary(console: Console, client: IncrementalIngestion, cycles: list[dict[s
     )
 
 
+def _shown(url: str) -> str:
+    """A database URL as it may be printed: its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def main() -> int:
     console = Console()
     if "INGESTION_DATABASE_URL" not in os.environ:
@@ -142,14 +151,18 @@ def main() -> int:
     with SourceServer(source) as server:
         os.environ["DEMO_SOURCE_URL"] = server.url
         client = build()
-        client.migrate()
+        try:
+            client.migrate()
+        except SQLAlchemyError as exc:
+            console.print(f"[bold red]error:[/] {database_message(exc)}")
+            return 1
         if NAME in client.store.provider_names():  # a previous run on a shared database
             client.reset(NAME)
             client.store.delete_entities(NAME)
         console.print(f"[bold]Source[/]: {SIZE} services at {server.url}, {PER_PAGE} per page")
         console.print(
-            f"[bold]State[/]: {client.settings.database_url}  "
-            f"[bold]Broker[/]: {client.settings.broker_url}"
+            f"[bold]State[/]: {_shown(client.settings.database_url)}  "
+            f"[bold]Broker[/]: {maybe_sanitize_url(client.settings.broker_url)}"
         )
         log = (DATA / "worker.log").open("wb")
         worker = subprocess.Popen(
