@@ -15,18 +15,22 @@ from tests.support.paths import ROOT, unique
 pytestmark = pytest.mark.workers
 
 
-@pytest.mark.timeout(120)
-def test_the_demo_ingests_two_cycles_and_ends_equal_to_its_source(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTION_", "CELERY_"))}
-    env.update({"PYTHONPATH": str(ROOT), "DEMO_SIZE": "600", "COLUMNS": "120"})
-    result = subprocess.run(
+def run_demo(tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m providers.demo`` in ``tmp_path``, configured by ``env`` alone."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTION_", "CELERY_"))}
+    return subprocess.run(
         [sys.executable, "-m", "providers.demo"],
         cwd=tmp_path,
-        env=env,
+        env={**clean, "PYTHONPATH": str(ROOT), "COLUMNS": "120", **env},
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
     )
+
+
+@pytest.mark.timeout(120)
+def test_the_demo_ingests_two_cycles_and_ends_equal_to_its_source(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, 110, DEMO_SIZE="600")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ingestion-files://" in result.stdout
     assert "The catalog equals the source." in result.stdout
@@ -38,20 +42,8 @@ def test_the_demo_on_a_database_no_one_created_says_so_without_the_password(
     pg_url: str, tmp_path: Path
 ) -> None:
     url = make_url(pg_url).set(database=unique("never_created"), password="s3cret-password")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTION_", "CELERY_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "INGESTION_DATABASE_URL": url.render_as_string(hide_password=False),
-        }
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "providers.demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=50,
+    result = run_demo(
+        tmp_path, 50, INGESTION_DATABASE_URL=url.render_as_string(hide_password=False)
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
