@@ -445,20 +445,20 @@ def commit_page(
 # A page's bookkeeping statements are built once: building one for each page cost more of this
 # process's Python (its expressions, then its cache key) than Postgres takes to run it.
 _COUNTERS = ("pages", "entities", "written", "unchanged", "rejected")
+
+
+def _adding_counts(table: Any, **values: Any) -> Any:
+    """``UPDATE table`` of the row ``:row``: each counter plus ``:add_<counter>``, and
+    ``values``."""
+    added = {k: table.c[k] + bindparam(f"add_{k}") for k in _COUNTERS}
+    return update(table).where(table.c.id == bindparam("row")).values(**added, **values)
+
+
 _CHECKPOINT = insert(m.checkpoints)
-_CYCLE_COUNTS = (
-    update(m.cycles)
-    .where(m.cycles.c.id == bindparam("row"))
-    .values(
-        cursor=bindparam("page_cursor", type_=m.cycles.c.cursor.type),
-        **{k: m.cycles.c[k] + bindparam(f"add_{k}") for k in _COUNTERS},
-    )
+_CYCLE_COUNTS = _adding_counts(
+    m.cycles, cursor=bindparam("page_cursor", type_=m.cycles.c.cursor.type)
 )
-_BURST_COUNTS = (
-    update(m.bursts)
-    .where(m.bursts.c.id == bindparam("row"))
-    .values(**{k: m.bursts.c[k] + bindparam(f"add_{k}") for k in _COUNTERS})
-)
+_BURST_COUNTS = _adding_counts(m.bursts)
 
 
 def _write(
